@@ -1,0 +1,13 @@
+"""imgasdata: images as data for social science research.
+
+A small toolkit that follows the book *Images as Data for Social Science
+Research* (Webb Williams, Casas and Wilkerson): open and check image files,
+fine-tune an ImageNet-pretrained CNN on your own labels, measure it on
+held-out images, and label new images into a CSV, all offline.
+
+Modules are named for what a researcher does: ``images``, ``datasets``,
+``transforms``, ``models``, ``train``, ``metrics``, ``predict``, ``plots``,
+``sample_data`` and ``cli``.
+"""
+
+__version__ = "0.1.0"

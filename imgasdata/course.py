@@ -1,0 +1,90 @@
+"""Running the numbered notebooks headless with papermill.
+
+Used by ``imgasdata notebooks`` and the README's main command: every notebook
+runs on the bundled sample data (or with the parameters given) into an output
+folder holding the executed notebook plus the tables and figures it wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
+#: Parameters holding paths: relative values are read from where the command runs.
+_PATH_SUFFIXES = ("_dir", "_path", "_csv", "run")
+
+
+def find_notebooks(folder="notebooks", selection=()):
+    """The numbered notebooks in ``folder`` (``00_...ipynb``), all or those selected by number or path."""
+    folder = Path(folder)
+    numbered = sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+    if not selection:
+        if not numbered:
+            raise FileNotFoundError(f"No numbered notebooks (like 00_name.ipynb) in {folder}")
+        return numbered
+    chosen = []
+    for item in selection:
+        path = Path(item)
+        if path.suffix == ".ipynb":
+            if not path.is_file():
+                raise FileNotFoundError(f"Notebook not found: {path}")
+            chosen.append(path)
+            continue
+        hits = [p for p in numbered if p.name.startswith(f"{int(item):02d}_")] if str(item).isdigit() else []
+        if not hits:
+            raise FileNotFoundError(f"No notebook numbered {item!r} in {folder}")
+        chosen += hits
+    return chosen
+
+
+def parse_parameters(pairs=(), file=None):
+    """Parameters from a YAML file and ``NAME VALUE`` pairs (values read as YAML: 5, 0.1, true, [1, 4])."""
+    params = {}
+    if file:
+        loaded = yaml.safe_load(Path(file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{file} must hold a mapping of parameter names to values")
+        params.update(loaded)
+    for name, value in pairs:
+        params[name] = yaml.safe_load(value)
+    for name, value in params.items():
+        if isinstance(value, str) and name.endswith(_PATH_SUFFIXES) and not Path(value).is_absolute():
+            params[name] = str(Path(value).resolve())
+    return params
+
+
+def run_notebooks(selection=(), out="outputs", parameters=None, folder="notebooks", kernel=None,
+                  progress=True):
+    """Execute notebooks with papermill into ``out``; returns the executed notebooks' paths.
+
+    Each notebook gets ``output_dir = out/<notebook name>`` plus those of
+    ``parameters`` that its ``parameters`` cell declares. A failing cell stops
+    the run with a ``RuntimeError`` naming the notebook, the cell and the error;
+    the partly executed notebook is kept in ``out`` for a look.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for nb in find_notebooks(folder, selection):
+        declared = pm.inspect_notebook(str(nb))
+        params = {k: v for k, v in (parameters or {}).items() if k in declared}
+        if "output_dir" in declared:
+            params.setdefault("output_dir", str(out / nb.stem))
+        target = out / nb.name
+        print(f"running {nb.name} -> {target}", flush=True)
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(nb.parent.resolve()),
+                                kernel_name=kernel, progress_bar=progress)
+        except PapermillExecutionError as exc:
+            raise RuntimeError(
+                f"{nb.name} failed in code cell {exc.exec_count} (cell index {exc.cell_index}): "
+                f"{exc.ename}: {exc.evalue}. The notebook as far as it ran is at {target}"
+            ) from None
+        done.append(target)
+    return done

@@ -1,0 +1,201 @@
+"""Pictures for the notebooks: images, resizing, augmentation, curves, confusion matrices,
+the model's mistakes, and Grad-CAM heat maps.
+
+Every function returns a matplotlib ``Figure`` (shown inline in a notebook;
+save it with ``fig.savefig(...)``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from .images import load_image
+from .transforms import RESIZE_METHODS, Resize, build_transform, decode_size, to_display
+
+
+def _grid(n, ncols, size):
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.1), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def show_images(images, titles=None, ncols=5, size=2.2):
+    """Show images (paths, PIL images or arrays) in a grid with optional titles."""
+    images = list(images)
+    fig, axes = _grid(len(images), ncols, size)
+    for i, (ax, img) in enumerate(zip(axes, images)):
+        if isinstance(img, (str, Path)):
+            img = load_image(img)
+        ax.imshow(np.asarray(img))
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_resize_strategies(path, size=224, interpolation="bilinear"):
+    """The original picture next to the four resizing strategies (the book's Figure 14)."""
+    img = load_image(path)
+    panels = [img] + [Resize(size, m, 0.875, interpolation)(img) for m in RESIZE_METHODS]
+    titles = [f"original {img.width}x{img.height}"] + [f"{m} {size}x{size}" for m in RESIZE_METHODS]
+    return show_images(panels, titles, ncols=5, size=2.6)
+
+
+def plot_augmentations(path, pre, n=8, seed=0):
+    """``n`` random training versions of one picture (the book's Figure 15)."""
+    torch.manual_seed(seed)
+    img = load_image(path, min_size=decode_size(pre))
+    tf = build_transform(pre, train=True, augment=True)
+    return show_images([to_display(tf(img), pre) for _ in range(n)], ncols=min(n, 4), size=2.2)
+
+
+def plot_history(history, title=None):
+    """Loss and accuracy per epoch for training and validation (the book's Figures 26-27)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for phase, style in (("train", "-o"), ("val", "-s")):
+        h = history[history["phase"] == phase]
+        ax_loss.plot(h["epoch"], h["loss"], style, ms=3, label=phase)
+        ax_acc.plot(h["epoch"], h["accuracy"], style, ms=3, label=phase)
+    val = history[history["phase"] == "val"]
+    if len(val):
+        best = val.loc[val["loss"].idxmin(), "epoch"]
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(best, color="grey", ls=":", lw=1)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    ax_acc.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grid_curves(results, metric="loss", ncols=4):
+    """One small panel per grid combination: ``metric`` per epoch for train and validation."""
+    results = results.reset_index(drop=True)
+    params = [c for c in results.columns if c not in _RESULT_COLUMNS]
+    fig, axes = plt.subplots(math.ceil(len(results) / ncols), min(ncols, len(results)),
+                             figsize=(3.0 * min(ncols, len(results)), 2.4 * math.ceil(len(results) / ncols)),
+                             squeeze=False, sharey=True)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for ax, (_, row) in zip(axes.flat, results.iterrows()):
+        ax.set_visible(True)
+        h = pd.read_csv(Path(row["run"]) / "history.csv")
+        for phase in ("train", "val"):
+            hp = h[h["phase"] == phase]
+            ax.plot(hp["epoch"], hp[metric], label=phase, lw=1.2)
+        ax.axvline(row["best_epoch"], color="grey", ls=":", lw=1)
+        ax.set_title(", ".join(f"{p}={row[p]}" for p in params), fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    fig.supxlabel("epoch", fontsize=9)
+    fig.supylabel(metric, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+_RESULT_COLUMNS = {"best_epoch", "epochs_run", "val_loss", "seconds", "run"} | {
+    f"{s}_{k}" for s in ("val", "test") for k in ("accuracy", "precision", "recall", "f1")}
+
+
+def plot_confusion_matrix(metrics, title=None, normalize=False):
+    """The confusion matrix of a metrics dict: rows are the true classes, columns the predictions."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = np.array(metrics["confusion_matrix"], dtype=float)
+    if normalize:
+        cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n = len(metrics["labels"])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * n, 1.0 + 0.7 * n))
+    ConfusionMatrixDisplay(cm if normalize else cm.astype(int), display_labels=metrics["labels"]).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format=".2f" if normalize else "d",
+        xticks_rotation=45 if n > 2 else "horizontal")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def select_errors(predictions, kind="wrong", positive="positive", n=10):
+    """Rows of a predictions table that the model got wrong, most confident mistakes first.
+
+    ``kind`` is ``"false_positive"`` (predicted ``positive``, truly not),
+    ``"false_negative"`` (truly ``positive``, predicted not) or ``"wrong"`` (any mistake).
+    """
+    p = predictions[predictions["label"] != predictions["pred"]].copy()
+    if kind == "false_positive":
+        p = p[p["pred"] == positive]
+    elif kind == "false_negative":
+        p = p[p["label"] == positive]
+    elif kind != "wrong":
+        raise ValueError("kind must be 'false_positive', 'false_negative' or 'wrong'")
+    p["confidence"] = [row[f"prob_{row['pred']}"] for _, row in p.iterrows()]
+    return p.sort_values(["confidence", "path"], ascending=[False, True]).head(n)
+
+
+def show_predictions(rows, ncols=5, size=2.2):
+    """A gallery of predicted images titled ``true -> predicted (probability)``."""
+    if len(rows) == 0:
+        fig, ax = plt.subplots(figsize=(4, 0.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no images to show", ha="center", va="center")
+        return fig
+    titles = [f"{r['label']} -> {r['pred']} ({r['prob_' + r['pred']]:.2f})" for _, r in rows.iterrows()]
+    return show_images(rows["path"], titles, ncols=ncols, size=size)
+
+
+def grad_cam(model, path, pre, target=None):
+    """Grad-CAM heat map of where the model looks for class ``target`` (default: its prediction).
+
+    Returns ``(image, heat, target)``: the preprocessed picture as an ``H x W x 3``
+    array, the heat map scaled to [0, 1] at the same size, and the class index
+    explained. Uses the last feature map with a spatial extent in the backbone.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    x = build_transform(pre)(load_image(path, min_size=decode_size(pre))).unsqueeze(0).to(device)
+    maps = []
+
+    def keep(_module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) > 1:
+            maps.append(output)
+
+    hooks = [m.register_forward_hook(keep) for m in model.backbone.modules()]
+    try:
+        with torch.enable_grad():
+            x.requires_grad_(True)
+            scores = model(x)
+            target = int(scores.argmax(1)) if target is None else int(target)
+            fmap = maps[-1]
+            grads = torch.autograd.grad(scores[0, target], fmap)[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * fmap).sum(1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = cam / cam.max().clamp(min=1e-8)
+    return to_display(x[0], pre), cam.detach().cpu().numpy(), target
+
+
+def plot_grad_cam(model, paths, pre, classes, ncols=4, size=2.6):
+    """Each picture with its Grad-CAM heat map laid over it, titled with the predicted class."""
+    paths = list(paths)
+    fig, axes = _grid(len(paths), ncols, size)
+    for ax, path in zip(axes, paths):
+        image, heat, target = grad_cam(model, path, pre)
+        ax.imshow(image)
+        ax.imshow(heat, cmap="jet", alpha=0.45)
+        ax.set_title(f"{Path(path).name}\nsees: {classes[target]}", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,139 @@
+"""Labelling images with a saved run, and the batched image loader shared with training.
+
+:func:`predict` writes one CSV row per input file — ``path``, ``label``, one
+``prob_<class>`` column per class and ``error`` — streaming in batches, so a
+job over a hundred thousand images shows progress, keeps memory flat, and can
+be resumed after an interruption with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .images import list_images, load_image
+from .models import load_model, pick_device
+from .transforms import build_transform, decode_size
+
+
+def _load_one(path, transform, min_size):
+    try:
+        return transform(load_image(path, min_size=min_size)), ""
+    except Exception as exc:  # one bad file becomes an error row, never a crash
+        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        return None, msg
+
+
+def load_batches(paths, transform, batch_size=32, min_size=None, workers=2):
+    """Decode and transform images in batches, the next batch loading while this one is used.
+
+    Yields ``(positions, tensor, errors)``: the positions in ``paths`` of the
+    images that loaded, their stacked tensor (or ``None`` if none loaded), and
+    ``{position: message}`` for those that did not. Pillow releases the GIL
+    while decoding, so worker threads overlap decoding with the model's work.
+    """
+    paths = list(paths)
+    chunks = [range(i, min(i + batch_size, len(paths))) for i in range(0, len(paths), batch_size)]
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        def submit(chunk):
+            return [pool.submit(_load_one, paths[j], transform, min_size) for j in chunk]
+
+        pending = submit(chunks[0])
+        for k, chunk in enumerate(chunks):
+            results = [f.result() for f in pending]
+            if k + 1 < len(chunks):
+                pending = submit(chunks[k + 1])
+            good = [(j, t) for j, (t, _) in zip(chunk, results) if t is not None]
+            errors = {j: e for j, (t, e) in zip(chunk, results) if t is None}
+            tensor = torch.stack([t for _, t in good]) if good else None
+            yield [j for j, _ in good], tensor, errors
+
+
+def expand_inputs(inputs):
+    """Files and folders to a sorted, de-duplicated list of file paths (folders searched recursively).
+
+    A path that does not exist is kept, so it gets an error row instead of vanishing.
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    out = []
+    for item in inputs:
+        item = Path(item)
+        out += list_images(item) if item.is_dir() else [item]
+    seen = set()
+    return [p for p in out if not (str(p) in seen or seen.add(str(p)))]
+
+
+@torch.no_grad()
+def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto",
+            workers=2, progress=True):
+    """Label images with a saved run and return the rows as a DataFrame.
+
+    ``run`` is a run folder (or a ``(model, manifest)`` pair); ``inputs`` are
+    image files and/or folders. With ``out_csv``, rows are appended to the CSV
+    batch by batch as they are computed; with ``resume=True`` paths already in
+    ``out_csv`` are skipped, so an interrupted job carries on where it stopped.
+    Unreadable files get a row with an empty label and the reason in ``error``.
+    """
+    from tqdm import tqdm
+
+    model, manifest = load_model(run, device="cpu") if not isinstance(run, tuple) else run
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    classes = list(manifest["classes"])
+    pre = manifest["preprocessing"]
+    columns = ["path", "label"] + [f"prob_{c}" for c in classes] + ["error"]
+    paths = expand_inputs(inputs)
+
+    done = set()
+    if out_csv is not None:
+        out_csv = Path(out_csv)
+        if out_csv.exists() and resume:
+            previous = pd.read_csv(out_csv, usecols=["path"], dtype=str)
+            done = set(previous["path"])
+        elif out_csv.exists():
+            out_csv.unlink()
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in paths if str(p) not in done]
+
+    rows = []
+    handle = open(out_csv, "a", newline="") if out_csv is not None else None
+    try:
+        writer = csv.writer(handle) if handle else None
+        if writer and (not done or out_csv.stat().st_size == 0):
+            writer.writerow(columns)
+        transform = build_transform(pre, train=False)
+        bar = tqdm(total=len(todo), desc="labelling images", unit="img", disable=not progress)
+        for positions, batch, errors in load_batches(todo, transform, batch_size, decode_size(pre), workers):
+            batch_rows = {j: [str(todo[j]), ""] + [""] * len(classes) + [msg] for j, msg in errors.items()}
+            if batch is not None:
+                probs = torch.softmax(model(batch.to(dev)).float(), dim=1).cpu()
+                for j, p in zip(positions, probs):
+                    batch_rows[j] = [str(todo[j]), classes[int(p.argmax())]] + \
+                        [round(float(v), 6) for v in p] + [""]
+            ordered = [batch_rows[j] for j in sorted(batch_rows)]
+            if writer:
+                writer.writerows(ordered)
+                handle.flush()
+            rows += ordered
+            bar.update(len(ordered))
+        bar.close()
+    finally:
+        if handle:
+            handle.close()
+    if out_csv is not None:
+        return pd.read_csv(out_csv, keep_default_na=False, na_values={f"prob_{c}": [""] for c in classes})
+    return _as_frame(rows, columns, classes)
+
+
+def _as_frame(rows, columns, classes):
+    df = pd.DataFrame(rows, columns=columns)
+    for c in classes:
+        df[f"prob_{c}"] = pd.to_numeric(df[f"prob_{c}"], errors="coerce")
+    return df
