@@ -137,3 +137,41 @@ def _as_frame(rows, columns, classes):
     for c in classes:
         df[f"prob_{c}"] = pd.to_numeric(df[f"prob_{c}"], errors="coerce")
     return df
+
+
+@torch.no_grad()
+def imagenet_labels(inputs, backbone="efficientnet_lite0", weights="imagenet", k=5, batch_size=16,
+                    device="auto", progress=False):
+    """What an ImageNet-pretrained CNN "sees": its top-``k`` ImageNet classes per image.
+
+    Returns a long DataFrame with columns ``path``, ``rank`` (1 = most likely),
+    ``label`` and ``prob``; unreadable files get one row with ``rank`` 0 and the
+    reason in ``error``. Useful as an off-the-shelf autotagger before any fine-tuning.
+    """
+    from tqdm import tqdm
+
+    from .models import default_preprocessing, imagenet_classes, imagenet_model
+
+    names = imagenet_classes()
+    dev = pick_device(device)
+    model = imagenet_model(backbone, weights).to(dev)
+    pre = default_preprocessing(backbone)
+    paths = expand_inputs(inputs)
+    rows = []
+    bar = tqdm(total=len(paths), desc="ImageNet labels", unit="img", disable=not progress)
+    for positions, batch, errors in load_batches(paths, build_transform(pre), batch_size, decode_size(pre)):
+        found = {j: [] for j in positions}
+        if batch is not None:
+            probs = torch.softmax(model(batch.to(dev)).float(), dim=1).cpu()
+            top = probs.topk(k, dim=1)
+            for j, values, indices in zip(positions, top.values, top.indices):
+                found[j] = [{"path": str(paths[j]), "rank": r + 1, "label": names[int(i)],
+                             "prob": round(float(v), 4), "error": ""}
+                            for r, (v, i) in enumerate(zip(values, indices))]
+        for j, msg in errors.items():
+            found[j] = [{"path": str(paths[j]), "rank": 0, "label": "", "prob": float("nan"), "error": msg}]
+        for j in sorted(found):
+            rows += found[j]
+        bar.update(len(found))
+    bar.close()
+    return pd.DataFrame(rows, columns=["path", "rank", "label", "prob", "error"])
