@@ -42,6 +42,8 @@ def _train_options(p, grid=False):
     p.add_argument("--select", default="loss", choices=["loss", "accuracy"],
                    help="validation figure that picks the best epoch")
     p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement")
+    p.add_argument("--positive", default=None,
+                   help="the positive class of a binary task (default: 'positive' when the classes are negative/positive)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader processes in full mode")
@@ -54,7 +56,7 @@ def _train_kwargs(a):
                 step_size=a.step_size, gamma=a.gamma, optimizer=a.optimizer, weight_decay=a.weight_decay,
                 resize=a.resize, image_size=a.image_size, normalize=a.normalize, augment=not a.no_augment,
                 select=a.select, patience=a.patience, seed=a.seed, device=a.device,
-                num_workers=a.num_workers, split=tuple(a.split))
+                num_workers=a.num_workers, split=tuple(a.split), positive=a.positive)
 
 
 def cmd_train(a):

@@ -207,7 +207,7 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
           lr=0.001, momentum=0.9, batch_size=4, step_size=7, gamma=0.1, dropout=0.0, optimizer="sgd",
           weight_decay=0.0, resize=None, image_size=None, normalize="backbone", augment=True,
           select="loss", patience=None, seed=0, device="auto", num_workers=0, progress=True,
-          split=(0.8, 0.1, 0.1)):
+          split=(0.8, 0.1, 0.1), positive=None):
     """Fine-tune a pretrained backbone on labelled images and report held-out metrics.
 
     ``data`` is a dataset folder, a CSV, or a table from
@@ -215,6 +215,9 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
     (SGD, lr 0.001, momentum 0.9, batch size 4, StepLR every 7 epochs by 0.1).
     The epoch with the best validation loss (or accuracy, ``select``) is kept;
     ``patience`` stops early after that many epochs without improvement.
+    ``positive`` names the class whose precision/recall/F1 are reported for a
+    binary task (default: ``positive`` when the classes are ``negative``/``positive``;
+    otherwise macro averages).
 
     With ``out``, writes the run folder: ``model.safetensors``,
     ``manifest.json``, ``history.csv``, ``metrics.json``, ``predictions.csv``
@@ -226,7 +229,10 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
     started = time.perf_counter()
     df = data.copy() if isinstance(data, pd.DataFrame) else load_dataset(data, split=split, seed=seed)
     classes = classes_of(df)
-    positive = positive_class(classes)
+    if positive is None:
+        positive = positive_class(classes)
+    elif positive not in classes or len(classes) != 2:
+        raise ValueError(f"positive={positive!r} must be one of the two classes of a binary task; found {classes}")
     dev = pick_device(device)
     if mode == "auto":
         mode = "full" if dev.type == "cuda" else "head"

@@ -28,7 +28,8 @@ def test_environment_yml_matches_pyproject():
     listed = _normalise(r for r in pip_lists[0] if not r.startswith("-e"))
     assert deps <= listed, f"missing from environment.yml: {sorted(deps - listed)}"
     assert test_deps <= listed, f"test tools missing from environment.yml: {sorted(test_deps - listed)}"
-    extra = {r for r in listed - deps - test_deps if not r.startswith("jupyterlab")}
+    lab = _normalise(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["lab"])
+    extra = listed - deps - test_deps - lab
     assert not extra, f"environment.yml asks for packages pyproject.toml does not: {sorted(extra)}"
     assert "-e ." in pip_lists[0], "environment.yml must install the package itself"
 
