@@ -38,6 +38,8 @@ def _train_options(p, grid=False):
                    help="resizing strategy (default: the backbone's own, rescale-crop)")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--normalize", default="backbone", choices=["backbone", "dataset"])
+    p.add_argument("--augment", nargs="+", default=["crop", "flip"], choices=["crop", "flip"],
+                   help="augmentations of training images in full mode (default: crop flip)")
     p.add_argument("--no-augment", action="store_true", help="no random crops or flips in full mode")
     p.add_argument("--select", default="loss", choices=["loss", "accuracy"],
                    help="validation figure that picks the best epoch")
@@ -54,7 +56,7 @@ def _train_options(p, grid=False):
 def _train_kwargs(a):
     return dict(backbone=a.backbone, weights=a.weights, mode=a.mode, epochs=a.epochs,
                 step_size=a.step_size, gamma=a.gamma, optimizer=a.optimizer, weight_decay=a.weight_decay,
-                resize=a.resize, image_size=a.image_size, normalize=a.normalize, augment=not a.no_augment,
+                resize=a.resize, image_size=a.image_size, normalize=a.normalize, augment=[] if a.no_augment else a.augment,
                 select=a.select, patience=a.patience, seed=a.seed, device=a.device,
                 num_workers=a.num_workers, split=tuple(a.split), positive=a.positive)
 

@@ -37,7 +37,7 @@ from .datasets import classes_of, fingerprint, load_dataset, positive_class
 from .metrics import classification_metrics
 from .models import DEFAULT_BACKBONE, build_model, default_preprocessing, pick_device, save_model
 from .predict import load_batches
-from .transforms import RESIZE_METHODS, build_transform, compute_normalization, decode_size
+from .transforms import RESIZE_METHODS, augmentations, build_transform, compute_normalization, decode_size
 
 HYPERPARAMETERS = ("epochs", "lr", "momentum", "batch_size", "step_size", "gamma", "dropout",
                    "optimizer", "weight_decay", "augment", "select", "patience")
@@ -213,7 +213,8 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
     ``data`` is a dataset folder, a CSV, or a table from
     :func:`imgasdata.datasets.load_dataset`. The defaults follow the book
     (SGD, lr 0.001, momentum 0.9, batch size 4, StepLR every 7 epochs by 0.1).
-    The epoch with the best validation loss (or accuracy, ``select``) is kept;
+    ``augment`` (full mode only) is ``True`` (random crops and flips), ``False``,
+    or a list of ``"crop"``/``"flip"``. The epoch with the best validation loss (or accuracy, ``select``) is kept;
     ``patience`` stops early after that many epochs without improvement.
     ``positive`` names the class whose precision/recall/F1 are reported for a
     binary task (default: ``positive`` when the classes are ``negative``/``positive``;
@@ -226,6 +227,7 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
     """
     _check_args(mode, epochs, lr, momentum, batch_size, step_size, gamma, dropout, optimizer,
                 weight_decay, select, patience, normalize, resize, image_size)
+    augmentations(augment)  # raises on an unknown augmentation before any work
     started = time.perf_counter()
     df = data.copy() if isinstance(data, pd.DataFrame) else load_dataset(data, split=split, seed=seed)
     classes = classes_of(df)
@@ -352,7 +354,7 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
 
     hyper = dict(epochs=int(epochs), lr=float(lr), momentum=float(momentum), batch_size=int(batch_size),
                  step_size=int(step_size), gamma=float(gamma), dropout=float(dropout), optimizer=optimizer,
-                 weight_decay=float(weight_decay), augment=bool(augment),
+                 weight_decay=float(weight_decay), augment=list(augmentations(augment)),
                  select=select, patience=patience)
     manifest = {
         "imgasdata_version": __version__,
@@ -475,7 +477,20 @@ def grid(data, out=None, param_grid=None, resume=True, progress=True, **train_kw
     results = pd.DataFrame(rows)
     if out is not None:
         results.to_csv(Path(out) / "results.csv", index=False)
+        _save_grid_curves(results, Path(out))
     return results
+
+
+def _save_grid_curves(results, out):
+    """Loss and accuracy curves of every combination, as ``curves_loss.png`` and ``curves_accuracy.png``."""
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_grid_curves
+
+    for metric in ("loss", "accuracy"):
+        fig = plot_grid_curves(results, metric)
+        fig.savefig(out / f"curves_{metric}.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
 
 
 def _complete(run_dir, settings):
@@ -486,7 +501,8 @@ def _complete(run_dir, settings):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     recorded = {**manifest.get("hyperparameters", {}), "backbone": manifest.get("backbone"),
                 "seed": manifest.get("seed"), "weights": manifest.get("weights")}
-    return all(recorded[k] == v for k, v in settings.items() if k in recorded)
+    wanted = {k: (list(augmentations(v)) if k == "augment" else v) for k, v in settings.items()}
+    return all(recorded[k] == v for k, v in wanted.items() if k in recorded)
 
 
 def evaluate(run, data, device="auto", batch_size=32, progress=True):

@@ -80,23 +80,40 @@ def decode_size(pre):
     return int(pre["image_size"] / float(pre.get("crop_pct", 1.0))) + 1
 
 
-def build_transform(pre, train=False, augment=True, flip=True, random_crop=True):
+AUGMENTATIONS = ("crop", "flip")
+
+
+def augmentations(augment):
+    """Normalize an ``augment`` setting (True, False, or some of ``"crop"``/``"flip"``) to a tuple."""
+    if augment is True:
+        return AUGMENTATIONS
+    if not augment:
+        return ()
+    chosen = (augment,) if isinstance(augment, str) else tuple(augment)
+    unknown = set(chosen) - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"augment may hold {AUGMENTATIONS}, got {sorted(unknown)}")
+    return tuple(a for a in AUGMENTATIONS if a in chosen)
+
+
+def build_transform(pre, train=False, augment=True):
     """A torchvision transform from PIL image to a normalized ``3 x size x size`` tensor.
 
-    With ``train=True`` and ``augment=True`` training images are also randomly
-    cropped (a random 50-100% of the resized picture, stretched back to size)
-    and flipped left-right, so the model sees a slightly different picture each
-    epoch (the book's Figure 15). ``flip`` and ``random_crop`` switch each off.
+    For training images (``train=True``) ``augment`` adds random changes so the
+    model sees a slightly different picture each epoch (the book's Figure 15):
+    ``"crop"``, a random 50-100% of the resized picture stretched back to size,
+    and ``"flip"``, a left-right mirror half of the time. ``True`` means both,
+    ``False`` neither.
     """
     check_preprocessing(pre)
     size = int(pre["image_size"])
     steps = [Resize(size, pre["resize"], pre.get("crop_pct", 1.0), pre["interpolation"])]
-    if train and augment:
-        if random_crop:
-            steps.append(T.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True,
-                                             interpolation=_INTERPOLATION[pre["interpolation"]]))
-        if flip:
-            steps.append(T.RandomHorizontalFlip())
+    chosen = augmentations(augment) if train else ()
+    if "crop" in chosen:
+        steps.append(T.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True,
+                                         interpolation=_INTERPOLATION[pre["interpolation"]]))
+    if "flip" in chosen:
+        steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(pre["mean"], pre["std"])]
     return T.Compose(steps)
 
