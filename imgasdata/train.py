@@ -186,11 +186,21 @@ def _run_epoch(module, batches, criterion, device, optimizer=None, scaler=None):
 
 
 def _history_row(epoch, phase, loss, y, scores, classes, positive, lr):
-    m = classification_metrics([classes[i] for i in y.tolist()],
-                               [classes[i] for i in scores.argmax(1).tolist()],
-                               labels=classes, positive=positive)
-    return {"epoch": epoch, "phase": phase, "loss": loss, "accuracy": m["accuracy"],
-            "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "lr": lr}
+    """One row of the learning curves. Integer class codes keep scikit-learn fast here (every epoch)."""
+    import sklearn
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    y_true, y_pred = y.numpy(), scores.argmax(1).numpy()
+    codes = list(range(len(classes)))
+    if positive is not None:
+        kwargs = {"average": "binary", "pos_label": classes.index(positive)}
+    else:
+        kwargs = {"average": "macro", "labels": codes}
+    with sklearn.config_context(skip_parameter_validation=True):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, zero_division=0, **kwargs)
+        acc = accuracy_score(y_true, y_pred)
+    return {"epoch": epoch, "phase": phase, "loss": loss, "accuracy": float(acc),
+            "precision": float(p), "recall": float(r), "f1": float(f), "lr": lr}
 
 
 def _is_better(row, best, select):
