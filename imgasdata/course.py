@@ -74,6 +74,9 @@ def run_notebooks(selection=(), out="outputs", parameters=None, folder="notebook
     for nb in find_notebooks(folder, selection):
         declared = pm.inspect_notebook(str(nb))
         params = {k: v for k, v in (parameters or {}).items() if k in declared}
+        ignored = sorted(set(parameters or {}) - set(declared))
+        if ignored:
+            print(f"{nb.name} has no parameter(s) {', '.join(ignored)}; not passed to it", flush=True)
         if "output_dir" in declared:
             params.setdefault("output_dir", str(out / nb.stem))
         target = out / nb.name

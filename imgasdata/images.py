@@ -147,8 +147,9 @@ def check_images(paths, progress=False):
         except ImageLoadError as exc:
             row["error"] = str(exc)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["path", "ok", "width", "height", "mode", "format",
-                                       "n_frames", "error"])
+    df = pd.DataFrame(rows, columns=["path", "ok", "width", "height", "mode", "format", "n_frames", "error"])
+    # nullable integers, so one unreadable file does not turn the sizes into floats
+    return df.astype({"width": "Int64", "height": "Int64", "n_frames": "Int64"})
 
 
 def to_array(img):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -117,10 +118,15 @@ def load_state_dict_file(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's own message spans many lines with terminal colour codes and tells how to load
+        # the file anyway; keep only which object it holds, so the error stays one clear line.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        detail = (f"it holds a {found.group(1)}" if found
+                  else re.sub(r"\x1b\[[0-9;]*m", "", (str(exc).splitlines() or [""])[0]).strip())
         raise ValueError(
             f"Refusing to load {path}: it is not a plain state dict of tensors and would need "
             f"arbitrary Python objects unpickled, which can run code. Save the weights with "
-            f"torch.save(model.state_dict(), ...) or as safetensors instead. ({str(exc).splitlines()[0]})"
+            f"torch.save(model.state_dict(), ...) or as safetensors instead. ({detail})"
         ) from None
     except Exception as exc:
         raise ValueError(f"Could not read weights file {path}: {exc}") from None
@@ -204,12 +210,22 @@ def _load_into(model, state, source):
     """Load a user's weights file; only the final ImageNet layer may be missing or differ."""
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in usable]
+    # BatchNorm's num_batches_tracked counters are absent from older checkpoints (torchvision's
+    # own ImageNet files among them) and do not affect predictions, so they may be missing.
+    missing = [k for k in own if k not in usable and not k.endswith(".num_batches_tracked")]
     last = _last_linear_name(model)
     if any(not k.startswith(last + ".") for k in missing) or not usable:
         raise ValueError(
             f"Weights in {source} do not match this backbone: {len(missing)} of {len(own)} tensors "
             f"missing or of another shape (first: {missing[:3]})"
+        )
+    # Tensors the model has no place for mean another architecture (e.g. resnet34 weights
+    # for resnet18 hold all of resnet18's tensors and more); loading would silently mix them.
+    extra = [k for k in state if k not in own and not k.startswith(last + ".")]
+    if extra:
+        raise ValueError(
+            f"Weights in {source} do not match this backbone: {len(extra)} tensors in the file "
+            f"have no place in it (first: {extra[:3]})"
         )
     model.load_state_dict(usable, strict=False)
 

@@ -22,20 +22,24 @@ from .transforms import RESIZE_METHODS, Resize, build_transform, decode_size, to
 def _grid(n, ncols, size):
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.1), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.25), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     return fig, axes.flat
 
 
-def show_images(images, titles=None, ncols=5, size=2.2):
-    """Show images (paths, PIL images or arrays) in a grid with optional titles."""
+def show_images(images, titles=None, ncols=5, size=2.2, cmap="gray"):
+    """Show images (paths, PIL images or arrays) in a grid with optional titles.
+
+    Two-dimensional arrays (one colour channel) are drawn with ``cmap``, grey by default.
+    """
     images = list(images)
     fig, axes = _grid(len(images), ncols, size)
     for i, (ax, img) in enumerate(zip(axes, images)):
         if isinstance(img, (str, Path)):
             img = load_image(img)
-        ax.imshow(np.asarray(img))
+        arr = np.asarray(img)
+        ax.imshow(arr, cmap=cmap if arr.ndim == 2 else None)
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
     fig.tight_layout()

@@ -94,19 +94,21 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
     done = set()
     if out_csv is not None:
         out_csv = Path(out_csv)
-        if out_csv.exists() and resume:
+        if out_csv.exists() and resume and out_csv.stat().st_size > 0:
             previous = pd.read_csv(out_csv, usecols=["path"], dtype=str)
             done = set(previous["path"])
         elif out_csv.exists():
             out_csv.unlink()
         out_csv.parent.mkdir(parents=True, exist_ok=True)
     todo = [p for p in paths if str(p) not in done]
+    # the header goes into a new file only: a resumed CSV may hold it without any rows yet
+    new_file = out_csv is not None and not out_csv.exists()
 
     rows = []
     handle = open(out_csv, "a", newline="") if out_csv is not None else None
     try:
         writer = csv.writer(handle) if handle else None
-        if writer and (not done or out_csv.stat().st_size == 0):
+        if writer and new_file:
             writer.writerow(columns)
         transform = build_transform(pre, train=False)
         bar = tqdm(total=len(todo), desc="labelling images", unit="img", disable=not progress)

@@ -211,6 +211,31 @@ def _is_better(row, best, select):
     return row["loss"] < best["loss"]
 
 
+def _fit(module, train_batches, eval_batches, criterion, opt, scheduler, scaler, dev, epochs, select,
+         patience, classes, positive):
+    """The epoch loop. Leaves ``module`` holding the best epoch's weights; returns ``(history, best_row)``."""
+    history, best, best_state, stale = [], None, None, 0
+    for epoch in epochs:
+        current_lr = opt.param_groups[0]["lr"]
+        loss, yt, sc = _run_epoch(module, train_batches(), criterion, dev, opt, scaler)
+        history.append(_history_row(epoch, "train", loss, yt, sc, classes, positive, current_lr))
+        scheduler.step()
+        loss, yt, sc = _run_epoch(module, eval_batches("val"), criterion, dev)
+        row = _history_row(epoch, "val", loss, yt, sc, classes, positive, current_lr)
+        history.append(row)
+        epochs.set_postfix(val_loss=f"{row['loss']:.3f}", val_acc=f"{row['accuracy']:.3f}")
+        if _is_better(row, best, select):
+            best, stale = row, 0
+            best_state = copy.deepcopy(module.state_dict())  # a copy, not a live reference
+        else:
+            stale += 1
+            if patience is not None and stale >= int(patience):
+                break
+    epochs.close()
+    module.load_state_dict(best_state)
+    return history, best
+
+
 # --- the public entry points ------------------------------------------------------------
 
 def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode="auto", epochs=25,
@@ -319,26 +344,17 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
 
     from tqdm import tqdm
 
-    history, best, best_state, stale = [], None, None, 0
     bar = tqdm(range(1, int(epochs) + 1), desc=f"training ({mode})", unit="epoch", disable=not progress)
-    for epoch in bar:
-        current_lr = opt.param_groups[0]["lr"]
-        loss, yt, sc = _run_epoch(module, train_batches(), criterion, dev, opt, scaler)
-        history.append(_history_row(epoch, "train", loss, yt, sc, classes, positive, current_lr))
-        scheduler.step()
-        loss, yt, sc = _run_epoch(module, eval_batches("val"), criterion, dev)
-        row = _history_row(epoch, "val", loss, yt, sc, classes, positive, current_lr)
-        history.append(row)
-        bar.set_postfix(val_loss=f"{row['loss']:.3f}", val_acc=f"{row['accuracy']:.3f}")
-        if _is_better(row, best, select):
-            best, stale = row, 0
-            best_state = copy.deepcopy(module.state_dict())  # a copy, not a live reference
-        else:
-            stale += 1
-            if patience is not None and stale >= int(patience):
-                break
-    bar.close()
-    module.load_state_dict(best_state)
+    # The head's matrices are tiny: extra CPU threads only add hand-over costs, which
+    # grow many-fold on a busy laptop. One thread keeps head-mode epochs at milliseconds.
+    threads = torch.get_num_threads()
+    if mode == "head" and dev.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        history, best = _fit(module, train_batches, eval_batches, criterion, opt, scheduler, scaler,
+                             dev, bar, select, patience, classes, positive)
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
 
     # Final numbers: validation (used for choosing) and test (never looked at until now).
@@ -364,7 +380,8 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
 
     hyper = dict(epochs=int(epochs), lr=float(lr), momentum=float(momentum), batch_size=int(batch_size),
                  step_size=int(step_size), gamma=float(gamma), dropout=float(dropout), optimizer=optimizer,
-                 weight_decay=float(weight_decay), augment=list(augmentations(augment)),
+                 weight_decay=float(weight_decay),
+                 augment=list(augmentations(augment)) if mode == "full" else [],
                  select=select, patience=patience)
     manifest = {
         "imgasdata_version": __version__,
@@ -512,6 +529,8 @@ def _complete(run_dir, settings):
     recorded = {**manifest.get("hyperparameters", {}), "backbone": manifest.get("backbone"),
                 "seed": manifest.get("seed"), "weights": manifest.get("weights")}
     wanted = {k: (list(augmentations(v)) if k == "augment" else v) for k, v in settings.items()}
+    if manifest.get("mode") == "head":
+        wanted.pop("augment", None)  # head mode never augments, so any setting matches
     return all(recorded[k] == v for k, v in wanted.items() if k in recorded)
 
 

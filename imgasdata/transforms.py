@@ -123,15 +123,19 @@ def compute_normalization(images, pre):
 
     ``images`` is a list of PIL images or paths. Returns ``(mean, std)`` as
     lists of three floats, to use instead of the backbone's ImageNet statistics.
+    Files that cannot be read are skipped (training reports them in ``skipped.csv``).
     """
-    from .images import load_image
+    from .images import ImageLoadError, load_image
 
     resize = Resize(int(pre["image_size"]), pre["resize"], pre.get("crop_pct", 1.0), pre["interpolation"])
     total = np.zeros(3)
     total_sq = np.zeros(3)
     count = 0
     for item in images:
-        img = load_image(item, min_size=decode_size(pre)) if not hasattr(item, "size") else item
+        try:
+            img = load_image(item, min_size=decode_size(pre)) if not hasattr(item, "size") else item
+        except ImageLoadError:
+            continue
         arr = np.asarray(resize(img), dtype=np.float64) / 255.0
         total += arr.sum(axis=(0, 1))
         total_sq += (arr ** 2).sum(axis=(0, 1))
