@@ -8,7 +8,6 @@ per-file error message; none of them crashes on one bad file.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: File endings treated as images when listing a folder.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 
-#: Pillow's own decompression-bomb limit (about 179 megapixels) is kept; we only
-#: make its warning an error so a huge file is reported instead of eating memory.
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 178_956_970
+#: Pillow's decompression-bomb limit (about 89 megapixels, where Pillow warns): a larger
+#: image is reported as an error instead of being decoded into gigabytes of memory.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 class ImageLoadError(Exception):
@@ -100,26 +99,26 @@ def load_image(path, min_size=None):
             raise ImageLoadError(f"{path}: file not found")
         if path.stat().st_size == 0:
             raise ImageLoadError(f"{path}: empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageLoadError(
-                        f"{path}: {img.width}x{img.height} pixels is over the "
-                        f"decompression-bomb limit of {MAX_PIXELS:,} pixels"
-                    )
-                if min_size and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
-                    img.draft(img.mode, (min_size, min_size))
-                if getattr(img, "is_animated", False):
-                    img.seek(0)
-                img = ImageOps.exif_transpose(img) or img
-                img.load()
-                return _to_rgb(img)
+        # The size is checked from the header before decoding; an explicit check rather
+        # than turning Pillow's warning into an error, which is not thread-safe.
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageLoadError(
+                    f"{path}: {img.width}x{img.height} pixels is over the "
+                    f"decompression-bomb limit of {MAX_PIXELS:,} pixels"
+                )
+            if min_size and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
+                img.draft(img.mode, (min_size, min_size))
+            if getattr(img, "is_animated", False):
+                img.seek(0)
+            img = ImageOps.exif_transpose(img) or img
+            img.load()
+            return _to_rgb(img)
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not a readable image (unknown or damaged format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageLoadError(f"{path}: too large to open safely ({exc})") from None
     except Exception as exc:  # damaged files raise many types inside Pillow's decoders
         raise ImageLoadError(f"{path}: could not be decoded ({type(exc).__name__}: {exc})") from None

@@ -33,8 +33,9 @@ def classification_metrics(y_true, y_pred, labels=None, positive=None):
     unknown = (set(y_true) | set(y_pred)) - set(labels)
     if unknown:
         raise ValueError(f"labels {sorted(unknown)} are not in labels={labels}")
-    if positive is not None and str(positive) not in labels:
-        raise ValueError(f"positive class {positive!r} is not one of {labels}")
+    if positive is not None and (str(positive) not in labels or len(labels) != 2):
+        raise ValueError(f"positive={positive!r} needs a binary task with it as one of the two labels; "
+                         f"labels are {labels}")
 
     if positive is not None:
         average, kwargs = "binary", {"pos_label": str(positive)}

@@ -210,8 +210,8 @@ def _load_into(model, state, source):
     """Load a user's weights file; only the final ImageNet layer may be missing or differ."""
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    # BatchNorm's num_batches_tracked counters are absent from older checkpoints (torchvision's
-    # own ImageNet files among them) and do not affect predictions, so they may be missing.
+    # BatchNorm's num_batches_tracked counters are absent from checkpoints saved before
+    # PyTorch 0.4.1 and do not affect predictions, so they may be missing.
     missing = [k for k in own if k not in usable and not k.endswith(".num_batches_tracked")]
     last = _last_linear_name(model)
     if any(not k.startswith(last + ".") for k in missing) or not usable:

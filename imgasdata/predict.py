@@ -95,7 +95,10 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
     if out_csv is not None:
         out_csv = Path(out_csv)
         if out_csv.exists() and resume and out_csv.stat().st_size > 0:
-            previous = pd.read_csv(out_csv, usecols=["path"], dtype=str)
+            previous = pd.read_csv(out_csv, dtype=str, keep_default_na=False)
+            if list(previous.columns) != columns:
+                raise ValueError(f"Cannot resume {out_csv}: its columns {list(previous.columns)} are not this "
+                                 f"model's {columns}; write to a new file instead")
             done = set(previous["path"])
         elif out_csv.exists():
             out_csv.unlink()

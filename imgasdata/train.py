@@ -17,6 +17,7 @@ Two modes:
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import json
 import platform
@@ -130,8 +131,19 @@ def extract_features(backbone, paths, pre, device="cpu", batch_size=32, progress
     return feats, errors
 
 
+def _file_stamp(path):
+    """``(path, size, modification time)``, or ``(path, None, None)`` for a missing file."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return (path, None, None)
+    return (path, st.st_size, st.st_mtime_ns)
+
+
 def _cached_features(model, backbone_name, weights, paths, pre, device, progress):
-    key = (backbone_name, str(weights), json.dumps(pre, sort_keys=True), str(device), tuple(paths))
+    # keyed on size and modification time too, so an image edited in place gets new features
+    stamps = tuple(_file_stamp(p) for p in paths)
+    key = (backbone_name, str(weights), json.dumps(pre, sort_keys=True), str(device), stamps)
     if key not in _FEATURE_CACHE:
         if len(_FEATURE_CACHE) >= 4:  # a few datasets at most; features of 10k images are ~50 MB
             _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
@@ -439,6 +451,8 @@ def save_run(run, out, df):
     run.predictions.to_csv(out / "predictions.csv", index=False)
     if len(run.skipped):
         run.skipped.to_csv(out / "skipped.csv", index=False)
+    else:
+        (out / "skipped.csv").unlink(missing_ok=True)  # from an earlier run in the same folder
     fig = plot_history(run.history)
     fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -526,8 +540,22 @@ def _complete(run_dir, settings):
     if not all((run_dir / n).is_file() for n in needed):
         return False
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    pre = manifest.get("preprocessing", {})
     recorded = {**manifest.get("hyperparameters", {}), "backbone": manifest.get("backbone"),
-                "seed": manifest.get("seed"), "weights": manifest.get("weights")}
+                "seed": manifest.get("seed"), "weights": manifest.get("weights"), "mode": manifest.get("mode"),
+                "resize": pre.get("resize"), "image_size": pre.get("image_size"),
+                "normalize": pre.get("normalize", "backbone")}
+    # Settings left out mean train()'s defaults, and None/"auto" what train() makes of them:
+    # a run made with other epochs, image size or mode is not the run asked for.
+    defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    settings = {**defaults, **settings, "weights": str(settings.get("weights", defaults["weights"]))}
+    backbone_pre = default_preprocessing(settings["backbone"])
+    for key in ("resize", "image_size"):
+        if settings[key] is None:
+            settings[key] = backbone_pre[key]
+    if settings["mode"] == "auto":
+        settings["mode"] = "full" if pick_device(settings["device"]).type == "cuda" else "head"
     wanted = {k: (list(augmentations(v)) if k == "augment" else v) for k, v in settings.items()}
     if manifest.get("mode") == "head":
         wanted.pop("augment", None)  # head mode never augments, so any setting matches

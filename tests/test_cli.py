@@ -1,0 +1,223 @@
+"""The imgasdata command line, called in-process (plus one real subprocess for --help)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import PAIR
+from imgasdata.cli import main
+
+
+def run_cli(capsys, *args):
+    """``main(args)`` with warnings silenced; returns ``(exit status, stdout, stderr)``."""
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, command, *needles):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"imgasdata {command}: error: "), lines[0]
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_help_in_a_real_process():
+    script = Path(sys.executable).with_name("imgasdata")
+    cmd = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "imgasdata", "--help"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr
+    for sub in ("train", "grid", "evaluate", "predict", "check", "sample-data", "notebooks"):
+        assert sub in result.stdout
+    module = subprocess.run([sys.executable, "-m", "imgasdata", "train", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert module.returncode == 0 and "--batch-size" in module.stdout and "--weights" in module.stdout
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+
+
+# ----------------------------------------------------------------------------- train, grid
+
+
+def test_cli_train(capsys, pair_dir, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", pair_dir, "--out", out, "--mode", "head", "--epochs", "3",
+                                "--lr", "0.01", "--batch-size", "8", "--step-size", "2", "--device", "cpu",
+                                "--seed", "1")
+    assert code == 0, err
+    assert "best epoch" in stdout and f"run saved to {out}" in stdout
+    assert "test" in stdout and "accuracy" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["hyperparameters"]["batch_size"] == 8
+    assert manifest["hyperparameters"]["step_size"] == 2 and manifest["seed"] == 1
+    assert manifest["epochs_run"] == 3 and manifest["classes"] == list(PAIR)
+    history = pd.read_csv(out / "history.csv")
+    assert history["lr"].tolist() == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.001, 0.001])
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+
+
+def test_cli_grid_and_resume(capsys, pair_dir, tmp_path):
+    out = tmp_path / "grid"
+    args = ["grid", pair_dir, "--out", out, "--mode", "head", "--epochs", "2", "--lr", "0.01", "0.002",
+            "--device", "cpu"]
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 0, err
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 2 and table["lr"].tolist() == [0.01, 0.002]
+    assert table["batch_size"].tolist() == [4, 4] and table["epochs_run"].tolist() == [2, 2]
+    assert f"table saved to {out / 'results.csv'}" in stdout
+    assert "val_accuracy" in stdout
+    models = sorted(out.glob("*/model.safetensors"))
+    assert len(models) == 2
+    mtimes = [m.stat().st_mtime_ns for m in models]
+    code, _, err = run_cli(capsys, *args)  # resumes: nothing retrained
+    assert code == 0, err
+    assert [m.stat().st_mtime_ns for m in models] == mtimes
+    code, _, err = run_cli(capsys, *args, "--no-resume")
+    assert code == 0, err
+    assert all(m.stat().st_mtime_ns != t for m, t in zip(models, mtimes))
+
+
+# ----------------------------------------------------------------------------- evaluate, predict, check
+
+
+def test_cli_evaluate(capsys, trained_run, pair_dir, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "eval.json"
+    code, stdout, err = run_cli(capsys, "evaluate", run_dir, pair_dir / "test", "--out", out, "--device", "cpu")
+    assert code == 0, err
+    printed = json.loads(stdout)
+    saved = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert printed["accuracy"] == pytest.approx(saved["accuracy"])
+    assert printed["confusion_matrix"] == saved["confusion_matrix"]
+    assert json.loads(out.read_text()) == printed
+    preds = pd.read_csv(tmp_path / "eval.predictions.csv")
+    assert len(preds) == 20 and {"path", "true", "label"} <= set(preds.columns)
+
+
+def test_cli_predict_and_resume(capsys, trained_run, sample_data, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "labels.csv"
+    new = sample_data["new_images"]
+    code, stdout, err = run_cli(capsys, "predict", run_dir, new, "--out", out, "--device", "cpu",
+                                "--batch-size", "4")
+    assert code == 0, err
+    assert f"7 rows in {out} (1 unreadable file(s))" in stdout
+    df = pd.read_csv(out, keep_default_na=False)
+    assert len(df) == 7 and df["path"].is_unique
+    assert (df["error"] != "").sum() == 1
+    assert df.loc[df["error"] != "", "path"].iloc[0].endswith("broken_download.jpg")
+    first = out.read_text()
+    code, stdout, err = run_cli(capsys, "predict", run_dir, new, "--out", out, "--resume", "--device", "cpu")
+    assert code == 0, err
+    assert out.read_text() == first  # all done already: nothing appended, no duplicates
+    assert "7 rows" in stdout
+
+
+def test_cli_predict_resume_after_partial_run(capsys, trained_run, sample_data, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "labels.csv"
+    files = sorted(sample_data["new_images"].glob("img_*.png"))
+    code, _, err = run_cli(capsys, "predict", run_dir, *files[:2], "--out", out, "--device", "cpu")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", run_dir, *files, "--out", out, "--resume", "--device", "cpu")
+    assert code == 0, err
+    df = pd.read_csv(out)
+    assert df["path"].tolist() == [str(f) for f in files]
+
+
+def test_cli_check(capsys, sample_data, tmp_path):
+    out = tmp_path / "check.csv"
+    code, stdout, err = run_cli(capsys, "check", sample_data["new_images"], sample_data["photos"] / "chelsea.jpg",
+                                "--out", out)
+    assert code == 0, err
+    assert "8 files checked, 1 unreadable" in stdout
+    assert "broken_download.jpg" in stdout
+    df = pd.read_csv(out)
+    assert len(df) == 8 and df["ok"].sum() == 7
+
+
+def test_cli_sample_data(capsys, tmp_path):
+    out = tmp_path / "data"
+    code, stdout, err = run_cli(capsys, "sample-data", "--out", out)
+    assert code == 0, err
+    for name in ("binary", "multiclass", "photos", "new_images"):
+        assert (out / name / ".complete").is_file()
+        assert f"{name}: {out / name}" in stdout
+    assert "dataset" in stdout and "multiclass" in stdout
+    # defaults: 100 per binary class, 50 per category, 40 new images (+1 broken)
+    assert len(list((out / "binary").rglob("*.png"))) == 200
+    assert len(list((out / "new_images").iterdir())) == 42  # 41 files + .complete
+    code, _, _ = run_cli(capsys, "sample-data", "--out", out)  # already there: kept
+    assert code == 0
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+def test_error_missing_folder(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", tmp_path / "no_such_data", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "train", "no_such_data", "not found")
+    assert not (tmp_path / "run").exists()
+
+
+def test_error_one_class_only(capsys, pair_dir, tmp_path):
+    data = tmp_path / "one"
+    for split in ("train", "val", "test"):
+        shutil.copytree(pair_dir / split / PAIR[0], data / split / PAIR[0])
+    code, _, err = run_cli(capsys, "train", data, "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "train", f"only the class '{PAIR[0]}'", "at least two")
+
+
+def test_error_unknown_backbone(capsys, pair_dir, tmp_path):
+    code, _, err = run_cli(capsys, "train", pair_dir, "--out", tmp_path / "run", "--backbone", "resnet181")
+    assert_one_line_error(code, err, "train", "Unknown backbone 'resnet181'", "resnet18")
+
+
+def test_error_refused_pickle_weights(capsys, pair_dir, tmp_path):
+    evil = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(2, 2), evil)  # a whole pickled module, not a state dict
+    code, _, err = run_cli(capsys, "train", pair_dir, "--out", tmp_path / "run", "--backbone", "resnet18",
+                           "--weights", evil)
+    line = assert_one_line_error(code, err, "train", "Refusing", str(evil), "torch.nn.modules.linear.Linear")
+    assert "\x1b" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_error_bad_setting(capsys, pair_dir, tmp_path):
+    code, _, err = run_cli(capsys, "train", pair_dir, "--out", tmp_path / "run", "--lr", "-1")
+    assert_one_line_error(code, err, "train", "lr")
+
+
+def test_error_evaluate_and_predict_missing_run(capsys, pair_dir, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", tmp_path / "no_run", pair_dir / "test")
+    assert_one_line_error(code, err, "evaluate", "manifest.json is missing")
+    code, _, err = run_cli(capsys, "predict", tmp_path / "no_run", pair_dir, "--out", tmp_path / "x.csv")
+    assert_one_line_error(code, err, "predict", "manifest.json is missing")
+
+
+def test_debug_shows_the_real_exception(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "train", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")])

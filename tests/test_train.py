@@ -1,0 +1,426 @@
+"""imgasdata.train: the real-data acceptance test, run folders, best-epoch copy, schedules, grid, modes."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from conftest import PAIR, TRAIN_SETTINGS, make_image_file
+from imgasdata import models as imodels
+from imgasdata import train as itrain
+from imgasdata.datasets import fingerprint, load_dataset
+from imgasdata.train import grid, train
+
+#: Quick head-mode settings for the mechanics tests: the pair dataset's features are cached in-process.
+QUICK = {"mode": "head", "device": "cpu", "progress": False}
+
+
+@pytest.fixture(scope="module")
+def pair_df(pair_dir):
+    return load_dataset(pair_dir)
+
+
+def quiet_train(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- acceptance
+
+
+def test_head_mode_on_real_pictures_reaches_90_percent_test_accuracy(trained_run, record_property):
+    """Real Twemoji pictures from a pip package, ImageNet weights from a pip package, no network."""
+    run_dir, run = trained_run
+    test = run.metrics["test"]
+    record_property("test_accuracy", test["accuracy"])
+    print(f"\nreal-data test accuracy ({' vs '.join(PAIR)}): {test['accuracy']:.3f} "
+          f"(n={test['n']}, val {run.metrics['val']['accuracy']:.3f}, best epoch {run.manifest['best_epoch']})")
+    assert run.manifest["dataset"]["n"] == {"train": 98, "val": 22, "test": 20}
+    assert test["n"] == 20 and test["labels"] == list(PAIR)
+    assert test["accuracy"] >= 0.9
+    assert run.metrics["val"]["accuracy"] >= 0.85
+    # a model that learned nothing would sit near 0.5 on this balanced task
+    assert sum(sum(r) for r in test["confusion_matrix"]) == 20
+
+
+def test_run_folder_contents(trained_run, pair_dir):
+    run_dir, run = trained_run
+    for name in ("model.safetensors", "manifest.json", "history.csv", "metrics.json", "predictions.csv",
+                 "dataset.csv", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "model.pt").exists() and not (run_dir / "skipped.csv").exists()
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert run.run_dir == run_dir
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["classes"] == list(PAIR) and run.classes == list(PAIR)
+    assert manifest["backbone"] == "efficientnet_lite0" and manifest["weights"] == "imagenet"
+    assert manifest["mode"] == "head" and manifest["task"] == "binary" and manifest["positive"] is None
+    pre = manifest["preprocessing"]
+    assert pre["image_size"] == 224 and pre["resize"] == "rescale-crop" and pre["normalize"] == "backbone"
+    assert pre["mean"] == pytest.approx(imodels.default_preprocessing("efficientnet_lite0")["mean"])
+    hyper = manifest["hyperparameters"]
+    assert hyper["batch_size"] == 4  # the book's default, recorded as used
+    assert hyper["lr"] == TRAIN_SETTINGS["lr"] and hyper["epochs"] == TRAIN_SETTINGS["epochs"]
+    assert {"momentum", "step_size", "gamma", "dropout", "optimizer", "weight_decay", "select",
+            "patience", "augment"} <= set(hyper)
+    assert manifest["seed"] == 0
+    assert 1 <= manifest["best_epoch"] <= manifest["epochs_run"] == TRAIN_SETTINGS["epochs"]
+    # the dataset fingerprint is that of the files used
+    assert re.fullmatch(r"[0-9a-f]{64}", manifest["dataset"]["sha256"])
+    assert manifest["dataset"]["sha256"] == fingerprint(load_dataset(pair_dir))[1]
+    assert manifest["dataset"]["source"] == str(pair_dir)
+    versions = manifest["versions"]
+    assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"] == torch.__version__
+    assert {"python", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "pandas"} <= set(versions)
+
+    dataset = pd.read_csv(run_dir / "dataset.csv")
+    assert len(dataset) == 140 and dataset["sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+
+
+def test_history_csv(trained_run):
+    run_dir, run = trained_run
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history.columns) == ["epoch", "phase", "loss", "accuracy", "precision", "recall", "f1", "lr"]
+    epochs = TRAIN_SETTINGS["epochs"]
+    assert len(history) == 2 * epochs
+    assert list(history["phase"]) == ["train", "val"] * epochs
+    assert list(history["epoch"]) == [e for e in range(1, epochs + 1) for _ in range(2)]
+    # StepLR with the defaults step_size=7, gamma=0.1
+    lr0 = TRAIN_SETTINGS["lr"]
+    expected = [lr0 * 0.1 ** ((e - 1) // 7) for e in history["epoch"]]
+    assert history["lr"].tolist() == pytest.approx(expected)
+    # training loss goes down on real data
+    train_loss = history.loc[history["phase"] == "train", "loss"].to_numpy()
+    assert train_loss[-1] < train_loss[0]
+    assert history[["accuracy", "precision", "recall", "f1"]].apply(lambda c: c.between(0, 1).all()).all()
+    pd.testing.assert_frame_equal(history, run.history.reset_index(drop=True), check_dtype=False)
+
+
+def test_metrics_json_and_predictions(trained_run):
+    run_dir, run = trained_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == {"val", "test"}
+    assert metrics["val"]["n"] == 22 and metrics["test"]["n"] == 20
+    preds = pd.read_csv(run_dir / "predictions.csv")
+    assert set(preds["split"]) == {"val", "test"} and len(preds) == 42
+    assert list(preds.columns) == ["path", "split", "label", "pred", f"prob_{PAIR[0]}", f"prob_{PAIR[1]}",
+                                   "correct"]
+    for split in ("val", "test"):
+        part = preds[preds["split"] == split]
+        assert part["correct"].mean() == pytest.approx(metrics[split]["accuracy"])
+    probs = preds[[f"prob_{c}" for c in PAIR]].to_numpy()
+    assert abs(probs.sum(axis=1) - 1).max() < 1e-4
+    assert (preds["pred"] == [PAIR[i] for i in probs.argmax(axis=1)]).all()
+
+
+def test_head_mode_leaves_backbone_untouched(trained_run):
+    run_dir, _ = trained_run
+    model, _ = imodels.load_model(run_dir)
+    fresh = imodels.build_model("efficientnet_lite0", 2, weights="imagenet")
+    own, ref = model.backbone.state_dict(), fresh.backbone.state_dict()
+    assert all(torch.equal(own[k], ref[k]) for k in ref)
+    assert not torch.equal(model.head[-1].weight, fresh.head[-1].weight)  # only the head learned
+
+
+# ----------------------------------------------------------------------------- best epoch, schedule, batches, seeds
+
+
+def test_best_epoch_weights_are_a_true_copy(pair_dir, pair_df, tmp_path):
+    """The saved weights are those of the best validation epoch, not of the last one."""
+    out = tmp_path / "run"
+    # a far too large learning rate makes the validation loss jump around, so patience stops the run
+    run = quiet_train(pair_df, out, lr=1.0, epochs=12, patience=2, seed=0, **QUICK)
+    best, last = run.manifest["best_epoch"], run.manifest["epochs_run"]
+    assert last < 12, "patience should have stopped the run early"
+    assert best == last - 2
+    history = run.history.set_index(["epoch", "phase"])
+    best_loss, last_loss = history.loc[(best, "val"), "loss"], history.loc[(last, "val"), "loss"]
+    assert abs(best_loss - last_loss) > 0.05
+
+    # recompute the validation loss of the SAVED model straight from the image files
+    from imgasdata.images import load_image
+    from imgasdata.transforms import build_transform, decode_size
+
+    model, manifest = imodels.load_model(out)
+    pre = manifest["preprocessing"]
+    tf = build_transform(pre)
+    val = pair_df[pair_df["split"] == "val"]
+    x = torch.stack([tf(load_image(p, min_size=decode_size(pre))) for p in val["path"]])
+    y = torch.tensor([manifest["classes"].index(lab) for lab in val["label"]])
+    with torch.no_grad():
+        loss = nn.CrossEntropyLoss()(model(x), y).item()
+    assert loss == pytest.approx(best_loss, rel=1e-3, abs=1e-4)
+    assert loss != pytest.approx(last_loss, rel=1e-2)
+    # and the reported val metrics are those of the best epoch
+    assert run.metrics["val"]["accuracy"] == pytest.approx(history.loc[(best, "val"), "accuracy"])
+
+
+def test_select_accuracy_picks_the_most_accurate_epoch(pair_df):
+    run = quiet_train(pair_df, None, lr=1.0, epochs=6, select="accuracy", **QUICK)
+    val = run.history[run.history["phase"] == "val"]
+    best = val[val["epoch"] == run.manifest["best_epoch"]].iloc[0]
+    assert best["accuracy"] == val["accuracy"].max()
+    # ties on accuracy are broken by the lower loss
+    assert best["loss"] == val.loc[val["accuracy"] == best["accuracy"], "loss"].min()
+
+
+def test_learning_rate_follows_steplr(pair_df):
+    run = quiet_train(pair_df, None, lr=0.02, step_size=2, gamma=0.5, epochs=5, **QUICK)
+    lrs = run.history.groupby("epoch")["lr"].agg(["min", "max"])
+    assert (lrs["min"] == lrs["max"]).all()  # train and val rows of an epoch share one lr
+    assert lrs["min"].tolist() == pytest.approx([0.02, 0.02, 0.01, 0.01, 0.005])
+
+
+def test_batch_size_is_really_used(pair_df, monkeypatch):
+    steps = []
+    original = torch.optim.SGD.step
+
+    def counting_step(self, *args, **kwargs):
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counting_step)
+    n_train = int((pair_df["split"] == "train").sum())
+    histories = {}
+    for bs in (1, 16):
+        steps.clear()
+        run = quiet_train(pair_df, None, batch_size=bs, epochs=2, lr=0.01, **QUICK)
+        assert len(steps) == 2 * math.ceil(n_train / bs)
+        assert run.manifest["hyperparameters"]["batch_size"] == bs
+        histories[bs] = run.history
+    assert not histories[1]["loss"].equals(histories[16]["loss"])
+
+
+def test_same_seed_same_history_other_seed_differs(pair_df):
+    a = quiet_train(pair_df, None, epochs=3, seed=5, dropout=0.3, **QUICK)
+    b = quiet_train(pair_df, None, epochs=3, seed=5, dropout=0.3, **QUICK)
+    pd.testing.assert_frame_equal(a.history, b.history)
+    assert torch.equal(a.model.head[-1].weight, b.model.head[-1].weight)
+    c = quiet_train(pair_df, None, epochs=3, seed=6, dropout=0.3, **QUICK)
+    assert not a.history["loss"].equals(c.history["loss"])
+
+
+def test_cached_and_fresh_features_give_the_same_run(tiny_dir, monkeypatch):
+    """Head mode caches backbone features in-process; a cache hit must not change the results."""
+    monkeypatch.setattr(itrain, "_FEATURE_CACHE", {})
+    fresh = quiet_train(tiny_dir, None, epochs=3, image_size=64, seed=2, dropout=0.2, **QUICK)
+    assert len(itrain._FEATURE_CACHE) == 1
+    cached = quiet_train(tiny_dir, None, epochs=3, image_size=64, seed=2, dropout=0.2, **QUICK)
+    assert len(itrain._FEATURE_CACHE) == 1
+    pd.testing.assert_frame_equal(fresh.history, cached.history)
+    assert fresh.metrics == cached.metrics
+
+
+def test_no_test_images_warns_and_reports_val_only(tiny_dir, tmp_path):
+    df = load_dataset(tiny_dir)
+    no_test = df[df["split"] != "test"]  # a table whose index no longer runs 0..n-1
+    with pytest.warns(UserWarning, match="no test images"):
+        run = train(no_test, tmp_path / "run", epochs=2, image_size=64, **QUICK)
+    assert run.metrics["test"] is None and run.metrics["val"]["n"] == 4
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"] is None
+    assert set(run.predictions["split"]) == {"val"}
+    assert run.manifest["dataset"]["source"] is None  # a table, not a folder
+
+
+def test_adam_and_positive_class(pair_df):
+    run = quiet_train(pair_df, None, epochs=2, optimizer="adam", positive="smileys_emotion", **QUICK)
+    assert run.manifest["positive"] == "smileys_emotion"
+    test = run.metrics["test"]
+    assert test["average"] == "binary" and test["positive"] == "smileys_emotion"
+    assert test["recall"] == pytest.approx(test["per_class"]["smileys_emotion"]["recall"])
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"epochs": 0}, "epochs"),
+    ({"lr": 0}, "lr"),
+    ({"lr": -0.1}, "lr"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"step_size": 0}, "step_size"),
+    ({"gamma": 0}, "gamma"),
+    ({"gamma": 1.5}, "gamma"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"weight_decay": -1}, "weight_decay"),
+    ({"select": "f1"}, "select"),
+    ({"patience": 0}, "patience"),
+    ({"mode": "fast"}, "mode"),
+    ({"normalize": "imagenet"}, "normalize"),
+    ({"resize": "stretch"}, "resize"),
+    ({"image_size": 8}, "image_size"),
+    ({"augment": ["rotate"]}, "augment"),
+])
+def test_bad_arguments_name_the_setting(kwargs, name, tmp_path, monkeypatch):
+    # must fail before any work: no data is read, no model is built
+    monkeypatch.setattr(itrain, "load_dataset", lambda *a, **k: pytest.fail("data read before checking arguments"))
+    monkeypatch.setattr(itrain, "build_model", lambda *a, **k: pytest.fail("model built before checking arguments"))
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        train(tmp_path, None, progress=False, **kwargs)
+
+
+def test_bad_positive_class(pair_df):
+    with pytest.raises(ValueError, match="positive='cats'"):
+        train(pair_df, None, positive="cats", **QUICK)
+
+
+def test_grid_rejects_unknown_setting(pair_df):
+    with pytest.raises(ValueError, match="cannot grid over \\['learning_rate'\\]"):
+        grid(pair_df, None, {"learning_rate": [0.1]}, progress=False)
+
+
+def test_grid_without_folder_and_with_single_values(pair_df):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = grid(pair_df, None, {"lr": 0.01, "momentum": [0.5, 0.9]}, epochs=1, progress=False,
+                       mode="head", device="cpu")
+    assert results[["lr", "momentum"]].values.tolist() == [[0.01, 0.5], [0.01, 0.9]]
+    assert results["run"].tolist() == ["None", "None"]
+    assert results["test_accuracy"].between(0, 1).all()
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def test_grid_results_and_resume(pair_dir, tmp_path, monkeypatch):
+    out = tmp_path / "grid"
+    settings = dict(epochs=2, mode="head", device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = grid(pair_dir, out, {"lr": [0.01, 0.001], "batch_size": [8]}, progress=False, **settings)
+    assert len(results) == 2
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 2 and table["lr"].tolist() == [0.01, 0.001]
+    assert {"lr", "batch_size", "best_epoch", "epochs_run", "val_loss", "val_accuracy", "test_accuracy",
+            "val_f1", "test_f1", "seconds", "run"} <= set(table.columns)
+    run_dirs = [out / "lr=0.01_batch_size=8", out / "lr=0.001_batch_size=8"]
+    assert table["run"].tolist() == [str(d) for d in run_dirs]
+    for d in run_dirs:
+        manifest = json.loads((d / "manifest.json").read_text())
+        assert manifest["hyperparameters"]["batch_size"] == 8 and manifest["epochs_run"] == 2
+    assert manifest["hyperparameters"]["lr"] == 0.001
+    assert (out / "curves_loss.png").is_file() and (out / "curves_accuracy.png").is_file()
+    mtimes = {d: (d / "model.safetensors").stat().st_mtime_ns for d in run_dirs}
+
+    # resume: nothing is retrained (train would fail if called), the table is the same
+    monkeypatch.setattr(itrain, "build_model", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    again = grid(pair_dir, out, {"lr": [0.01, 0.001], "batch_size": [8]}, progress=False, **settings)
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), results.drop(columns="seconds"),
+                                  check_dtype=False)
+    assert {d: (d / "model.safetensors").stat().st_mtime_ns for d in run_dirs} == mtimes
+    monkeypatch.undo()
+
+    # other settings (epochs) do not count as finished: the runs are redone
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        third = grid(pair_dir, out, {"lr": [0.01, 0.001], "batch_size": [8]}, progress=False,
+                     **{**settings, "epochs": 3})
+    assert third["epochs_run"].tolist() == [3, 3]
+    assert all((d / "model.safetensors").stat().st_mtime_ns != mtimes[d] for d in run_dirs)
+
+
+def test_grid_resume_only_reuses_runs_made_with_the_same_settings(tiny_dir, tmp_path, monkeypatch):
+    """Settings outside the grid (image size, mode, defaults left out) must match too."""
+    out = tmp_path / "grid"
+    combos = {"lr": [0.01]}
+    model_file = out / "lr=0.01" / "model.safetensors"
+
+    def run_grid(**kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return grid(tiny_dir, out, combos, progress=False, device="cpu", **kwargs)
+
+    run_grid(epochs=2, image_size=64, mode="head")
+    stamp = model_file.stat().st_mtime_ns
+    run_grid(epochs=2, image_size=64, mode="auto")  # auto means head on this CPU: same run
+    assert model_file.stat().st_mtime_ns == stamp
+    run_grid(epochs=2, image_size=96, mode="head")  # another image size: retrained
+    manifest = json.loads((out / "lr=0.01" / "manifest.json").read_text())
+    assert manifest["preprocessing"]["image_size"] == 96
+    stamp = model_file.stat().st_mtime_ns
+    run_grid(image_size=96, mode="head")  # epochs left out means train()'s default, not the 2 on disk
+    manifest = json.loads((out / "lr=0.01" / "manifest.json").read_text())
+    assert model_file.stat().st_mtime_ns != stamp
+    assert manifest["hyperparameters"]["epochs"] == 25
+
+
+def test_grid_resume_redoes_incomplete_runs(pair_df, tmp_path):
+    out = tmp_path / "grid"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        grid(pair_df, out, {"lr": [0.01]}, epochs=1, progress=False, **{k: v for k, v in QUICK.items()
+                                                                           if k != "progress"})
+        (out / "lr=0.01" / "metrics.json").unlink()  # as if interrupted while saving
+        results = grid(pair_df, out, {"lr": [0.01]}, epochs=1, progress=False, mode="head", device="cpu")
+    assert (out / "lr=0.01" / "metrics.json").is_file() and len(results) == 1
+
+
+# ----------------------------------------------------------------------------- full mode, unreadable files
+
+
+@pytest.fixture
+def tiny_with_bad_files(tiny_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    cls = PAIR[0]
+    make_image_file("corrupt", data / "train" / cls, name="broken_download.png")
+    make_image_file("zero", data / "train" / cls, name="empty.jpg")
+    return data
+
+
+def test_full_mode_one_epoch_on_cpu_with_unreadable_files(tiny_with_bad_files, tmp_path):
+    out = tmp_path / "full"
+    with pytest.warns(UserWarning, match="2 unreadable image"):
+        run = train(tiny_with_bad_files, out, mode="full", epochs=1, image_size=64, batch_size=4,
+                    device="cpu", progress=False, lr=0.01)
+    assert run.manifest["mode"] == "full" and run.manifest["epochs_run"] == 1
+    assert run.manifest["preprocessing"]["image_size"] == 64
+    assert run.manifest["hyperparameters"]["augment"] == ["crop", "flip"]
+    assert run.manifest["dataset"]["n"] == {"train": 12, "val": 4, "test": 4}
+    assert run.manifest["dataset"]["skipped"] == 2
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert sorted(p.rsplit("/", 1)[-1] for p in skipped["path"]) == ["broken_download.png", "empty.jpg"]
+    assert skipped["error"].str.len().gt(0).all()
+    # every layer trained: the backbone moved away from the ImageNet weights
+    model, _ = imodels.load_model(out)
+    fresh = imodels.build_model("efficientnet_lite0", 2, weights="imagenet")
+    moved = [k for k, v in fresh.backbone.state_dict().items()
+             if v.dtype.is_floating_point and not torch.equal(v, model.backbone.state_dict()[k])]
+    assert len(moved) > 10
+    assert set(json.loads((out / "metrics.json").read_text())) == {"val", "test"}
+
+
+def test_head_mode_with_unreadable_files_and_dataset_normalization(tiny_with_bad_files, tmp_path):
+    out = tmp_path / "head"
+    with pytest.warns(UserWarning, match="unreadable"):
+        run = train(tiny_with_bad_files, out, epochs=2, image_size=64, normalize="dataset", **QUICK)
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert len(skipped) == 2 and len(run.skipped) == 2
+    assert run.manifest["dataset"]["n"]["train"] == 12
+    pre = run.manifest["preprocessing"]
+    assert pre["normalize"] == "dataset"
+    assert pre["mean"] != pytest.approx([0.5, 0.5, 0.5], abs=1e-3)  # computed from the emoji
+    assert all(0 < s < 0.6 for s in pre["std"])
+    # unreadable files are in neither predictions nor metrics
+    preds = pd.read_csv(out / "predictions.csv")
+    assert not preds["path"].str.contains("broken_download|empty").any()
+
+
+def test_all_training_images_unreadable_is_a_clear_error(tmp_path, tiny_dir):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    for f in (data / "train").rglob("*.png"):
+        f.write_bytes(b"garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="No readable train images left"):
+            train(data, None, epochs=1, image_size=64, **QUICK)
