@@ -195,9 +195,13 @@ def file_sha256(path, chunk=1 << 20):
 
 
 def fingerprint(df):
-    """Add a ``sha256`` column per file and return ``(table, combined_sha256)``."""
+    """Add a ``sha256`` column per file and return ``(table, combined_sha256)``.
+
+    A table that already has the column is not hashed again (a grid hashes once for all runs).
+    """
     df = df.copy()
-    df["sha256"] = [file_sha256(p) for p in df["path"]]
+    if "sha256" not in df.columns:
+        df["sha256"] = [file_sha256(p) for p in df["path"]]
     combined = hashlib.sha256()
     for row in df.sort_values("path").itertuples():
         combined.update(f"{row.sha256} {row.label} {row.split}\n".encode())

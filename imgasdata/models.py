@@ -79,13 +79,23 @@ def _check_backbone(name):
         )
 
 
+def _timm():
+    """Import timm. It imports huggingface_hub, whose ``tqdm.auto`` import warns inside Jupyter
+    when ipywidgets is missing; that warning concerns only hub downloads, which we never make,
+    and it prints a machine-specific path into notebooks."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import timm
+    return timm
+
+
 def default_preprocessing(backbone):
     """The preprocessing a backbone was pretrained with (size, crop, interpolation, mean, std)."""
     _check_backbone(backbone)
     if backbone in LITE_BACKBONES:
-        import timm
-
-        cfg = timm.models.get_pretrained_cfg(LITE_BACKBONES[backbone][0])
+        cfg = _timm().models.get_pretrained_cfg(LITE_BACKBONES[backbone][0])
         return {"resize": "rescale-crop", "image_size": int(cfg.input_size[-1]),
                 "crop_pct": float(cfg.crop_pct), "interpolation": cfg.interpolation,
                 "mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std]}
@@ -174,9 +184,7 @@ def imagenet_model(backbone=DEFAULT_BACKBONE, weights="imagenet"):
     _check_backbone(backbone)
     weights = str(weights)
     if backbone in LITE_BACKBONES:
-        import timm
-
-        model = timm.create_model(LITE_BACKBONES[backbone][0], pretrained=False)
+        model = _timm().create_model(LITE_BACKBONES[backbone][0], pretrained=False)
         if weights == "imagenet":
             model.load_state_dict(_remap_in_order(_lite_imagenet_state(backbone), model), strict=True)
     else:

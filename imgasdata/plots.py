@@ -62,8 +62,12 @@ def plot_augmentations(path, pre, n=8, seed=0):
     return show_images([to_display(tf(img), pre) for _ in range(n)], ncols=min(n, 4), size=2.2)
 
 
-def plot_history(history, title=None):
-    """Loss and accuracy per epoch for training and validation (the book's Figures 26-27)."""
+def plot_history(history, title=None, select="loss"):
+    """Loss and accuracy per epoch for training and validation (the book's Figures 26-27).
+
+    A dotted line marks the epoch a run keeps: lowest validation loss, or with
+    ``select="accuracy"`` highest validation accuracy (ties: lower loss).
+    """
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
     for phase, style in (("train", "-o"), ("val", "-s")):
         h = history[history["phase"] == phase]
@@ -71,7 +75,10 @@ def plot_history(history, title=None):
         ax_acc.plot(h["epoch"], h["accuracy"], style, ms=3, label=phase)
     val = history[history["phase"] == "val"]
     if len(val):
-        best = val.loc[val["loss"].idxmin(), "epoch"]
+        if select == "accuracy":
+            best = val.sort_values(["accuracy", "loss"], ascending=[False, True])["epoch"].iloc[0]
+        else:
+            best = val.loc[val["loss"].idxmin(), "epoch"]
         for ax in (ax_loss, ax_acc):
             ax.axvline(best, color="grey", ls=":", lw=1)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -192,14 +199,19 @@ def grad_cam(model, path, pre, target=None):
     return to_display(x[0], pre), cam.detach().cpu().numpy(), target
 
 
-def plot_grad_cam(model, paths, pre, classes, ncols=4, size=2.6):
-    """Each picture with its Grad-CAM heat map laid over it, titled with the predicted class."""
+def plot_grad_cam(model, paths, pre, classes, titles=None, ncols=4, size=2.6):
+    """Each picture with its Grad-CAM heat map laid over it.
+
+    Titles default to the file name and the predicted class; pass ``titles``
+    (e.g. ``"true: positive"``) to add what you know, the prediction is appended.
+    """
     paths = list(paths)
     fig, axes = _grid(len(paths), ncols, size)
-    for ax, path in zip(axes, paths):
+    for i, (ax, path) in enumerate(zip(axes, paths)):
         image, heat, target = grad_cam(model, path, pre)
         ax.imshow(image)
         ax.imshow(heat, cmap="jet", alpha=0.45)
-        ax.set_title(f"{Path(path).name}\nsees: {classes[target]}", fontsize=8)
+        head = Path(path).name if titles is None else str(titles[i])
+        ax.set_title(f"{head}\nsees: {classes[target]}", fontsize=8)
     fig.tight_layout()
     return fig

@@ -423,6 +423,25 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
     return run
 
 
+def load_run(run_dir, device="cpu"):
+    """Read a saved run folder back into a :class:`Run`: model, manifest, history, metrics, predictions."""
+    from .models import load_model
+
+    run_dir = Path(run_dir)
+    model, manifest = load_model(run_dir, device)
+
+    def table(name, **kwargs):
+        path = run_dir / name
+        return pd.read_csv(path, **kwargs) if path.is_file() else pd.DataFrame()
+
+    metrics_path = run_dir / "metrics.json"
+    return Run(model=model, manifest=manifest, history=table("history.csv"),
+               metrics=json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
+               predictions=table("predictions.csv"), run_dir=run_dir,
+               skipped=table("skipped.csv") if (run_dir / "skipped.csv").is_file()
+               else pd.DataFrame(columns=["path", "error"]))
+
+
 def package_versions():
     """Versions of Python and the libraries that shape a run's numbers."""
     import importlib.metadata as md
@@ -442,7 +461,7 @@ def save_run(run, out, df):
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table, digest = fingerprint(df[["path", "label", "split"]])
+    table, digest = fingerprint(df[[c for c in ("path", "label", "split", "sha256") if c in df.columns]])
     run.manifest["dataset"]["sha256"] = digest
     save_model(out, run.model, run.manifest)
     table.to_csv(out / "dataset.csv", index=False)
@@ -453,7 +472,7 @@ def save_run(run, out, df):
         run.skipped.to_csv(out / "skipped.csv", index=False)
     else:
         (out / "skipped.csv").unlink(missing_ok=True)  # from an earlier run in the same folder
-    fig = plot_history(run.history)
+    fig = plot_history(run.history, select=run.manifest["hyperparameters"]["select"])
     fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
@@ -473,7 +492,7 @@ def _grid_row(params, manifest, metrics, history, run_dir):
     for split in ("val", "test"):
         for k in ("accuracy", "precision", "recall", "f1"):
             row[f"{split}_{k}"] = None if metrics.get(split) is None else round(metrics[split][k], 4)
-    row.update(seconds=manifest["seconds"], run=str(run_dir))
+    row.update(seconds=manifest["seconds"], run=None if run_dir is None else str(Path(run_dir).resolve()))
     return row
 
 
@@ -501,13 +520,16 @@ def grid(data, out=None, param_grid=None, resume=True, progress=True, **train_kw
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
             param_grid[name] = [values]
     seed = train_kwargs.get("seed", 0)
-    df = data if isinstance(data, pd.DataFrame) else load_dataset(data, split=train_kwargs.pop("split", (0.8, 0.1, 0.1)), seed=seed)
+    split = train_kwargs.pop("split", (0.8, 0.1, 0.1))
+    df = data if isinstance(data, pd.DataFrame) else load_dataset(data, split=split, seed=seed)
+    # hashed once: every run records it, and resume only reuses runs made on these exact files
+    df, digest = fingerprint(df)
     names = list(param_grid)
     combos = [dict(zip(names, values)) for values in itertools.product(*param_grid.values())]
     rows = []
     for params in tqdm(combos, desc="grid", unit="run", disable=not progress):
         run_dir = Path(out) / _run_name(params) if out is not None else None
-        if resume and run_dir is not None and _complete(run_dir, {**train_kwargs, **params}):
+        if resume and run_dir is not None and _complete(run_dir, {**train_kwargs, **params}, digest):
             manifest = json.loads((run_dir / "manifest.json").read_text())
             metrics = json.loads((run_dir / "metrics.json").read_text())
             history = pd.read_csv(run_dir / "history.csv")
@@ -534,12 +556,14 @@ def _save_grid_curves(results, out):
         plt.close(fig)
 
 
-def _complete(run_dir, settings):
-    """True when ``run_dir`` holds a finished run made with these settings."""
+def _complete(run_dir, settings, dataset_sha256=None):
+    """True when ``run_dir`` holds a finished run made with these settings (and on these files)."""
     needed = ("manifest.json", "metrics.json", "history.csv", "model.safetensors")
     if not all((run_dir / n).is_file() for n in needed):
         return False
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    if dataset_sha256 is not None and manifest.get("dataset", {}).get("sha256") != dataset_sha256:
+        return False
     pre = manifest.get("preprocessing", {})
     recorded = {**manifest.get("hyperparameters", {}), "backbone": manifest.get("backbone"),
                 "seed": manifest.get("seed"), "weights": manifest.get("weights"), "mode": manifest.get("mode"),

@@ -99,7 +99,7 @@ def test_accepts_arrays_series_and_numbers():
     ((["a", "b"], ["a"]), {}, "y_true has 2 labels but y_pred has 1"),
     (([], []), {}, "at least one labelled example"),
     ((["a", "b"], ["a", "z"]), {"labels": ["a", "b"]}, r"labels \['z'\] are not in"),
-    ((["a", "b"], ["a", "b"]), {"positive": "c"}, "positive class 'c' is not one of"),
+    ((["a", "b"], ["a", "b"]), {"positive": "c"}, "positive='c' needs a binary task"),
 ])
 def test_errors(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
