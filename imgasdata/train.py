@@ -37,7 +37,7 @@ from . import __version__
 from .datasets import classes_of, fingerprint, load_dataset, positive_class
 from .metrics import classification_metrics
 from .models import DEFAULT_BACKBONE, build_model, default_preprocessing, pick_device, save_model
-from .predict import load_batches
+from .predict import forward, load_batches
 from .transforms import RESIZE_METHODS, augmentations, build_transform, compute_normalization, decode_size
 
 HYPERPARAMETERS = ("epochs", "lr", "momentum", "batch_size", "step_size", "gamma", "dropout",
@@ -120,7 +120,7 @@ def extract_features(backbone, paths, pre, device="cpu", batch_size=32, progress
     for positions, batch, errs in load_batches(paths, transform, batch_size, decode_size(pre), workers):
         errors.update(errs)
         if batch is not None:
-            out = backbone(batch.to(device)).float().cpu()
+            out = forward(backbone, batch, torch.device(device)).float().cpu()
             if feats is None:
                 feats = torch.full((len(paths), out.shape[1]), float("nan"))
             feats[positions] = out
