@@ -261,8 +261,9 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
     :func:`imgasdata.datasets.load_dataset`. The defaults follow the book
     (SGD, lr 0.001, momentum 0.9, batch size 4, StepLR every 7 epochs by 0.1).
     ``augment`` (full mode only) is ``True`` (random crops and flips), ``False``,
-    or a list of ``"crop"``/``"flip"``. The epoch with the best validation loss (or accuracy, ``select``) is kept;
-    ``patience`` stops early after that many epochs without improvement.
+    or a list of ``"crop"``/``"flip"``. The epoch with the best validation loss
+    (or accuracy, ``select``) is kept; ``patience`` stops early after that many
+    epochs without improvement.
     ``positive`` names the class whose precision/recall/F1 are reported for a
     binary task (default: ``positive`` when the classes are ``negative``/``positive``;
     otherwise macro averages).
