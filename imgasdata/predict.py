@@ -138,7 +138,8 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
             if writer:
                 writer.writerows(ordered)
                 handle.flush()
-            rows += ordered
+            else:
+                rows += ordered  # kept in memory only when there is no CSV to read back
             bar.update(len(ordered))
         bar.close()
     finally:
