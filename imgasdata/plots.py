@@ -93,7 +93,8 @@ def plot_history(history, title=None, select="loss"):
 def plot_grid_curves(results, metric="loss", ncols=4):
     """One small panel per grid combination: ``metric`` per epoch for train and validation."""
     results = results.reset_index(drop=True)
-    params = [c for c in results.columns if c not in _RESULT_COLUMNS]
+    # grid() puts the searched hyperparameters first, before its result columns
+    params = list(results.columns[:results.columns.get_loc("best_epoch")])
     fig, axes = plt.subplots(math.ceil(len(results) / ncols), min(ncols, len(results)),
                              figsize=(3.0 * min(ncols, len(results)), 2.4 * math.ceil(len(results) / ncols)),
                              squeeze=False, sharey=True)
@@ -113,10 +114,6 @@ def plot_grid_curves(results, metric="loss", ncols=4):
     fig.supylabel(metric, fontsize=9)
     fig.tight_layout()
     return fig
-
-
-_RESULT_COLUMNS = {"best_epoch", "epochs_run", "val_loss", "seconds", "run"} | {
-    f"{s}_{k}" for s in ("val", "test") for k in ("accuracy", "precision", "recall", "f1")}
 
 
 def plot_confusion_matrix(metrics, title=None, normalize=False):

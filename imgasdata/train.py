@@ -93,6 +93,25 @@ def _check_args(mode, epochs, lr, momentum, batch_size, step_size, gamma, dropou
             raise ValueError(message)
 
 
+def _resolve_mode(mode, dev):
+    """What ``mode="auto"`` means on this device: full fine-tuning on a GPU, head mode otherwise."""
+    if mode != "auto":
+        return mode
+    return "full" if dev.type == "cuda" else "head"
+
+
+def _preprocessing(backbone, resize=None, image_size=None):
+    """The backbone's own preprocessing with the resize strategy and size a user overrides."""
+    pre = default_preprocessing(backbone)
+    pre.update({k: v for k, v in (("resize", resize), ("image_size", image_size)) if v is not None})
+    return pre
+
+
+def _recorded_augment(augment, mode):
+    """The augmentations a run really applies (and records): none in head mode."""
+    return list(augmentations(augment)) if mode == "full" else []
+
+
 def _make_optimizer(params, optimizer, lr, momentum, weight_decay):
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -284,11 +303,8 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
     elif positive not in classes or len(classes) != 2:
         raise ValueError(f"positive={positive!r} must be one of the two classes of a binary task; found {classes}")
     dev = pick_device(device)
-    if mode == "auto":
-        mode = "full" if dev.type == "cuda" else "head"
-
-    pre = default_preprocessing(backbone)
-    pre.update({k: v for k, v in (("resize", resize), ("image_size", image_size)) if v is not None})
+    mode = _resolve_mode(mode, dev)
+    pre = _preprocessing(backbone, resize, image_size)
     if normalize == "dataset":
         pre["mean"], pre["std"] = compute_normalization(df.loc[df["split"] == "train", "path"], pre)
     pre["normalize"] = normalize
@@ -394,7 +410,7 @@ def train(data, out=None, *, backbone=DEFAULT_BACKBONE, weights="imagenet", mode
     hyper = dict(epochs=int(epochs), lr=float(lr), momentum=float(momentum), batch_size=int(batch_size),
                  step_size=int(step_size), gamma=float(gamma), dropout=float(dropout), optimizer=optimizer,
                  weight_decay=float(weight_decay),
-                 augment=list(augmentations(augment)) if mode == "full" else [],
+                 augment=_recorded_augment(augment, mode),
                  select=select, patience=patience)
     manifest = {
         "imgasdata_version": __version__,
@@ -574,16 +590,11 @@ def _complete(run_dir, settings, dataset_sha256=None):
     # a run made with other epochs, image size or mode is not the run asked for.
     defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()
                 if p.default is not inspect.Parameter.empty}
-    settings = {**defaults, **settings, "weights": str(settings.get("weights", defaults["weights"]))}
-    backbone_pre = default_preprocessing(settings["backbone"])
-    for key in ("resize", "image_size"):
-        if settings[key] is None:
-            settings[key] = backbone_pre[key]
-    if settings["mode"] == "auto":
-        settings["mode"] = "full" if pick_device(settings["device"]).type == "cuda" else "head"
-    wanted = {k: (list(augmentations(v)) if k == "augment" else v) for k, v in settings.items()}
-    if manifest.get("mode") == "head":
-        wanted.pop("augment", None)  # head mode never augments, so any setting matches
+    wanted = {**defaults, **settings, "weights": str(settings.get("weights", defaults["weights"]))}
+    wanted["mode"] = _resolve_mode(wanted["mode"], pick_device(wanted["device"]))
+    pre_wanted = _preprocessing(wanted["backbone"], wanted["resize"], wanted["image_size"])
+    wanted.update(resize=pre_wanted["resize"], image_size=pre_wanted["image_size"],
+                  augment=_recorded_augment(wanted["augment"], wanted["mode"]))
     return all(recorded[k] == v for k, v in wanted.items() if k in recorded)
 
 
