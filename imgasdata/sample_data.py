@@ -143,11 +143,13 @@ TWEMOJI_LICENCE = "CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/)"
 
 
 def _require(module, package):
-    """Import ``module`` or raise a RuntimeError that names the pip package."""
+    """Import ``module`` or raise a MissingExtraError that names the pip package."""
+    from .errors import MissingExtraError
+
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise RuntimeError(
+        raise MissingExtraError(
             f"Building the sample data needs the package '{package}' (import name "
             f"'{module}'), which is not importable: {err}. Install it with "
             f"'pip install {package}'."
@@ -537,7 +539,7 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=50, n_new=40
     Returns a dict mapping ``"binary"``, ``"multiclass"``, ``"photos"`` and
     ``"new_images"`` to the dataset folders (``pathlib.Path``).
 
-    Raises ``RuntimeError`` when a needed package is not installed and
+    Raises ``MissingExtraError`` when a needed package is not installed and
     ``ValueError`` when a requested size is larger than the available emoji.
     """
     for module, package in (

@@ -16,8 +16,11 @@ def _normalise(requirements):
 
 
 def _pyproject():
+    """``(core dependencies, test tools + the optional extras the notebooks use)``."""
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return _normalise(data["project"]["dependencies"]), _normalise(data["project"]["optional-dependencies"]["test"])
+    extras = data["project"]["optional-dependencies"]
+    used = {r for name in ("test", "aws", "faces", "ocr", "ray") for r in extras[name]}
+    return _normalise(data["project"]["dependencies"]), _normalise(used)
 
 
 def test_environment_yml_matches_pyproject():
@@ -27,7 +30,7 @@ def test_environment_yml_matches_pyproject():
     assert len(pip_lists) == 1, "environment.yml needs exactly one pip: section"
     listed = _normalise(r for r in pip_lists[0] if not r.startswith("-e"))
     assert deps <= listed, f"missing from environment.yml: {sorted(deps - listed)}"
-    assert test_deps <= listed, f"test tools missing from environment.yml: {sorted(test_deps - listed)}"
+    assert test_deps <= listed, f"test tools or extras missing from environment.yml: {sorted(test_deps - listed)}"
     lab = _normalise(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["lab"])
     extra = listed - deps - test_deps - lab
     assert not extra, f"environment.yml asks for packages pyproject.toml does not: {sorted(extra)}"

