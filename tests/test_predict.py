@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import imgasdata.predict as ipredict
 import imgasdata.batches as ibatches
 from conftest import PAIR, make_image_file
 from imgasdata.models import load_model
