@@ -20,6 +20,7 @@ from .images import expand_inputs
 from .models import pick_device
 from .progress import progress as progress_bar
 from .runs import load_model
+from .settings import DEFAULT_BACKBONE
 from .transforms import build_transform, decode_size
 
 
@@ -97,7 +98,7 @@ def _as_frame(rows, columns, classes):
 
 
 @torch.no_grad()
-def imagenet_labels(inputs, backbone="efficientnet_lite0", weights="imagenet", k=5, batch_size=16,
+def imagenet_labels(inputs, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, batch_size=16,
                     device="auto", progress=False):
     """What an ImageNet-pretrained CNN "sees": its top-``k`` ImageNet classes per image.
 
