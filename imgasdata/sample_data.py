@@ -537,7 +537,7 @@ def _fill_new_images(folder, new, seed=0):
         filename = f"img_{i:0{width}d}.png"
         style = NEW_IMAGE_STYLES[i % len(NEW_IMAGE_STYLES)]
         _altered(rec["asset"], style, rng, backgrounds).save(folder / filename, "PNG")
-        truth.append((filename, label, style))
+        truth.append((filename, label, style, rec["unified"]))
     (folder / BROKEN_FILE).write_bytes(BROKEN_BYTES)
     return truth
 
@@ -618,7 +618,8 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
       populations, none used in ``binary/``, each altered so it differs from the
       training pictures (:data:`NEW_IMAGE_STYLES`), plus the unreadable
       ``broken_download.jpg``; their labels are in ``new_images_truth.csv``
-      (columns ``filename,label,style``; the broken file has no row).
+      (columns ``filename,label,style,emoji``, ``emoji`` being the code points of
+      the original Twemoji file; the broken file has no row).
     * ``ATTRIBUTION.md``: sources and licences (Twemoji graphics are CC-BY 4.0).
 
     A dataset folder that is already complete (holds a ``.complete`` marker) is
@@ -694,7 +695,7 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
         try:
             truth = _fill_new_images(tmp, new, seed)
             buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows([("filename", "label", "style"), *truth])
+            csv.writer(buf, lineterminator="\n").writerows([("filename", "label", "style", "emoji"), *truth])
             # An old folder must not look complete next to a new truth file; the
             # truth file is in place before the new folder is marked complete.
             (paths["new_images"] / COMPLETE_MARKER).unlink(missing_ok=True)
