@@ -712,6 +712,46 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
     return paths
 
 
+#: The six Unicode emoji *categories* of the first multiclass task (kept for notebook
+#: 04's exercise on categories that are not visual): category -> folder name.
+UNICODE_CATEGORIES = {
+    "Smileys & Emotion": "smileys_emotion",
+    "Animals & Nature": "animals_nature",
+    "Food & Drink": "food_drink",
+    "Travel & Places": "travel_places",
+    "Activities": "activities",
+    "Objects": "objects",
+}
+
+
+def build_unicode_categories(out_dir, seed=0, n_per_group=24, overwrite=False):
+    """A six-class task whose classes are Unicode emoji *categories*, in ``out_dir``.
+
+    The categories (activities, animals & nature, food & drink, objects, smileys &
+    emotion, travel & places) organise a list; they are not defined by how the
+    pictures look (is a trophy an object or an activity?). Same layout, split and
+    ``labels.csv`` as ``multiclass/``; ``n_per_group`` Twemoji per category, chosen
+    with ``seed``. Returns the folder. A complete folder is kept unless ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    info = {"seed": seed, "n_per_group": n_per_group, "classes": "unicode-categories"}
+    if _is_complete(out_dir) and not overwrite and not _outdated(out_dir, info):
+        return out_dir
+    table = _emoji_table()
+    rng = random.Random(seed)
+    rows = []
+    for category, slug in UNICODE_CATEGORIES.items():
+        members = _sample(rng, [r for r in table if r["category"] == category], n_per_group,
+                          f"emoji of the category {category!r}")
+        start = 0
+        for split, size in zip(SPLITS, _split_sizes(n_per_group, MULTICLASS_SPLIT_FRACTIONS)):
+            rows += [{"record": r, "label": slug, "split": split} for r in members[start : start + size]]
+            start += size
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _build_into(out_dir.parent, out_dir.name, info, lambda tmp: _write_split_dataset(tmp, rows))
+    return out_dir
+
+
 def summary(out_dir):
     """Count the images of each dataset under ``out_dir``, as a table.
 

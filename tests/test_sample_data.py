@@ -287,3 +287,11 @@ def test_default_sizes(tmp_path):
     binary_hashes = {_sha(p) for p in (out / "binary").rglob("*.png")}
     assert len(binary_hashes) == 200
     assert not {r["emoji"] for r in truth} & {p.stem for p in (out / "binary").rglob("*.png")}
+
+
+def test_unicode_categories_task(tmp_path):
+    folder = sample_data.build_unicode_categories(tmp_path / "uc", seed=0, n_per_group=10)
+    rows = _read_csv(folder / "labels.csv")
+    assert Counter(r["label"] for r in rows) == {slug: 10 for slug in sample_data.UNICODE_CATEGORIES.values()}
+    assert Counter(r["split"] for r in rows) == {"train": 36, "val": 12, "test": 12}
+    assert (folder / ".complete").is_file()
