@@ -230,7 +230,10 @@ def make_client(region=None, retry_mode="standard", max_attempts=5, concurrency=
 
     if retry_mode not in ("standard", "adaptive", "legacy"):
         raise SettingsError(f"retry_mode must be 'standard' or 'adaptive', not {retry_mode!r}")
-    config = Config(retries={"mode": retry_mode, "max_attempts": int(max_attempts)},
+    if int(max_attempts) < 1:
+        raise SettingsError(f"max_attempts must be at least 1 (the first try), not {max_attempts}")
+    # botocore's "max_attempts" counts retries only; "total_max_attempts" counts the first try too.
+    config = Config(retries={"mode": retry_mode, "total_max_attempts": int(max_attempts)},
                     max_pool_connections=max(10, int(concurrency)))
     try:
         return boto3.session.Session().client("rekognition", region_name=region, endpoint_url=endpoint_url,
@@ -437,7 +440,7 @@ def _write_outputs(operation, items, store, errors, out_dir, book):
     columns = COLUMNS[operation] + ["preflight", "error"]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     table = table.reindex(columns=columns)
-    table["preflight"] = table["preflight"].fillna("")
+    table["preflight"] = table["preflight"].astype(object).fillna("")
     table.to_csv(out_dir / f"{operation}.csv", index=False)
     pd.DataFrame(error_rows, columns=["image", "operation", "error"]).to_csv(out_dir / "errors.csv", index=False)
     if book and book_frames:
