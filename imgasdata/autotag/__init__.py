@@ -9,16 +9,6 @@
 """
 
 from .tidy import tidy_celebrities, tidy_faces, tidy_labels, tidy_moderation, tidy_text
-from .validate import compare_taggers, label_frequencies, threshold_sweep, validate
 
-__all__ = [
-           "compare_taggers",
-           "label_frequencies",
-           "threshold_sweep",
-           "tidy_celebrities",
-           "tidy_faces",
-           "tidy_labels",
-           "tidy_moderation",
-           "tidy_text",
-           "validate",
-]
+# The function validate.validate is not re-exported here: it would hide the module of the same name.
+__all__ = ["tidy_celebrities", "tidy_faces", "tidy_labels", "tidy_moderation", "tidy_text"]
