@@ -334,3 +334,18 @@ def test_end_to_end_sigkill_then_resume_without_repeated_calls(tmp_path, moto_en
     for f in out.rglob("*"):
         if f.is_file():
             assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_cli_dry_run_calls_nothing(tmp_path, capsys, aws_env):
+    from imgasdata.cli import main
+
+    noise_images(tmp_path / "imgs", 2)
+    noise_images(tmp_path / "imgs", 1, size=(60, 60), fmt="jpg")
+    assert main(["autotag", "rekognition", "labels", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
+                 "--dry-run", "--max-calls", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "images: 3" in printed and "cannot_send: 1" in printed and "calls: 1" in printed
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+    assert main(["autotag", "rekognition", "labels", str(tmp_path / "imgs"), "--out", str(tmp_path / "o2"),
+                 "--min-confidence", "120", "--dry-run"]) == 2
+    assert "between 0 and 100" in capsys.readouterr().err
