@@ -37,7 +37,8 @@ import pandas as pd
 from ..errors import SettingsError, UserError, require
 from ..images import expand_inputs, load_image
 from ..progress import progress as progress_bar
-from .store import ResultStore, answer_key, sha256_file
+from ..datasets import file_sha256
+from .store import ResultStore, answer_key
 from .tidy import COLUMNS, TIDIERS, book_columns
 
 #: Our operation names, the API's, and boto3's method names.
@@ -198,7 +199,7 @@ def plan_images(operation, inputs, params):
     for path in expand_inputs(inputs):
         item = Item(image=str(path))
         try:
-            item.sha256 = sha256_file(path)
+            item.sha256 = file_sha256(path)
         except OSError:
             try:
                 load_image(path)

@@ -55,15 +55,6 @@ def canonical_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def sha256_file(path, chunk=1 << 20):
-    """Hex SHA-256 of a file's bytes (the image's identity, whatever its name)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def answer_key(sha256, operation, params):
     """The store key of one answer: image hash, operation and canonical parameters."""
     return hashlib.sha256(f"{sha256}|{operation}|{canonical_json(params or {})}".encode()).hexdigest()
