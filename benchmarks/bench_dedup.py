@@ -12,9 +12,9 @@ size of the Debian icon themes Moka (96 px), Faenza (96 px), Oxygen (48 px) and
 GNOME (48 px) and the Open Clip Art PNGs (transparent, up to a few hundred px) when
 they are installed (``apt-get install moka-icon-theme faenza-icon-theme
 oxygen-icon-theme gnome-icon-theme openclipart-png``). Exact pixel duplicates
-(icons linked under several names) are removed, and so are base images that
-have another base image within pHash distance 10 (on white; both members of such
-a pair, e.g. one icon in two colours): pairs the planted truth cannot judge. The
+(icons linked under several names) are removed, and base images linked by pHash distances of at most 10 (on white;
+e.g. one icon in two colours) are thinned to the first of each group: pairs the
+planted truth cannot judge. The
 planted copies are then the only true duplicates; a copy matched to a wrong base
 image, or base images that a tool's own decoding makes alike (imagededup drops
 the alpha channel), count as false pairs. ``--n-planted`` originals get one copy per transformation.
@@ -85,12 +85,16 @@ def build_corpus(work, n_planted, max_base, seed):
     exact = hash_files(files, "exact", progress=False, workers=2)
     exact = exact[exact["error"] == ""]
     keep = set(exact.drop_duplicates("hash")["path"])
-    # Base images within pHash 10 of another base image (on white; e.g. one icon in two colours)
-    # are dropped, so that the planted copies are the only pairs the truth knows about.
-    ok = exact[exact["path"].isin(keep)].reset_index(drop=True)
+    # Base images within pHash 10 of each other (on white; e.g. one icon in two colours) form
+    # groups of which only the first is kept, so that the planted copies are the only pairs
+    # the truth knows about.
+    from imgasdata.prepare.dedup import _groups
+
+    ok = exact[exact["path"].isin(keep)].sort_values("path").reset_index(drop=True)
     h = hash_files(ok["path"], "phash", progress=False, workers=2)
-    pairs = find_pairs(hashes_to_array(h["hash"]), 10)
-    near = set(ok["path"].to_numpy()[np.union1d(pairs["i"], pairs["j"])])
+    comp = _groups(len(ok), find_pairs(hashes_to_array(h["hash"]), 10))
+    first = pd.Series(ok["path"]).groupby(comp).transform("first")
+    near = set(ok["path"][ok["path"] != first])
     keep -= near
     rng = np.random.default_rng(seed)
     keep = sorted(keep)
@@ -210,7 +214,7 @@ def search_scaling(files_hashes, sizes, threshold, seed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/imgasdata_bench_dedup")
-    ap.add_argument("--n-planted", type=int, default=600, help="originals that get one copy per transformation")
+    ap.add_argument("--n-planted", type=int, default=500, help="originals that get one copy per transformation")
     ap.add_argument("--max-base", type=int, default=0, help="at most this many base images (0: all)")
     ap.add_argument("--workers", type=int, default=2, help="hashing processes for imgasdata")
     ap.add_argument("--imagededup-python", default="/tmp/idd-venv/bin/python")
