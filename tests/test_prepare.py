@@ -13,6 +13,7 @@ from PIL import Image
 
 from imgasdata.cli import main
 from imgasdata.errors import DataError, SettingsError
+from imgasdata.images import load_image
 from imgasdata.prepare import dedup
 from imgasdata.prepare.agreement import agreement
 from imgasdata.prepare.clean import clean_images, keep_images, reason_counts
@@ -277,3 +278,14 @@ def test_every_hash_method_runs(tmp_path):
         df = hash_files(files, method, progress=False)
         assert (df["error"] == "").all() and df["hash"].str.len().min() >= 16
     assert list(itertools.chain(dedup.METHODS)) == ["exact", "phash", "dhash", "whash", "ahash", "cnn"]
+
+
+def test_cnn_embeddings_group_a_reencoded_copy(sample_data, tmp_path):
+    src = sorted((sample_data["binary"] / "train" / "negative").glob("*.png"))[:3]
+    for p in src:
+        shutil.copy(p, tmp_path / p.name)
+    load_image(src[0]).save(tmp_path / "z_copy.jpg", quality=70)  # on white, as a viewer shows it
+    df = find_duplicates([tmp_path], method="cnn", progress=False).set_index("path")
+    assert df.at[str(tmp_path / "z_copy.jpg"), "kept"] == str(tmp_path / src[0].name)
+    assert 0 <= df.at[str(tmp_path / "z_copy.jpg"), "distance"] <= 0.15
+    assert df["group"].nunique() == 3

@@ -110,7 +110,7 @@ def add_commands(sub):
                    help="exact (same pixels), a perceptual hash (default phash) or cnn embeddings")
     p.add_argument("--threshold", type=float, default=None,
                    help="largest Hamming distance of 64 bits (default: phash 8, dhash 8, whash 6, ahash 4) "
-                        "or, for cnn, smallest cosine similarity (default 0.95)")
+                        "or, for cnn, smallest cosine similarity (default 0.85)")
     p.add_argument("--across", nargs=2, metavar=("A", "B"),
                    help="list the images of B (e.g. test) that have a near-duplicate in A (e.g. train)")
     p.add_argument("--copy-unique", metavar="DIR", help="copy the kept image of every group into DIR")

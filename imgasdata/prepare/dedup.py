@@ -43,7 +43,7 @@ from ..progress import progress as progress_bar
 #: the benchmark corpus (benchmarks/bench_dedup.py): the largest threshold at which
 #: precision stays at or above 0.95 for re-encoded, resized, cropped and watermarked
 #: copies. imagededup's default of 10 for pHash is looser (more false pairs).
-DEFAULT_THRESHOLDS = {"exact": 0, "phash": 8, "dhash": 8, "whash": 6, "ahash": 4, "cnn": 0.95}
+DEFAULT_THRESHOLDS = {"exact": 0, "phash": 8, "dhash": 8, "whash": 6, "ahash": 4, "cnn": 0.85}
 
 #: The hash methods, for error messages and the command line.
 METHODS = tuple(DEFAULT_THRESHOLDS)
@@ -322,7 +322,8 @@ def find_pairs(codes, threshold, other=None, blocks=4, chunk=2_000_000):
 
 
 def _cosine_pairs(emb, threshold, other=None, chunk=1024):
-    """Pairs with cosine similarity >= threshold, computed a block of rows at a time (memory linear)."""
+    """Pairs with cosine similarity >= threshold, a block of rows at a time (memory linear, time quadratic:
+    fine for the tens of thousands of images one CPU can embed, and the distance is 1 - cosine)."""
     a = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
     b = a if other is None else other / np.linalg.norm(other, axis=1, keepdims=True).clip(1e-12)
     found = []
@@ -334,7 +335,6 @@ def _cosine_pairs(emb, threshold, other=None, chunk=1024):
             keep = i < j
             i, j = i[keep], j[keep]
         found.append(np.stack([i, j], axis=1))
-        # store similarity as 1 - cosine, a distance like the Hamming one
     pairs = np.concatenate(found) if found else np.zeros((0, 2), int)
     dist = 1.0 - np.einsum("ij,ij->i", a[pairs[:, 0]], b[pairs[:, 1]]) if len(pairs) else np.array([])
     return pd.DataFrame({"i": pairs[:, 0], "j": pairs[:, 1], "distance": np.round(dist, 6)})
@@ -413,6 +413,7 @@ def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=
     """
     _check_method(method)
     threshold = _threshold(method, threshold)
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = sorted(str(p) for p in expand_inputs(paths))
     if not files:
         raise DataError(f"No image files found in {', '.join(map(str, paths))}")
@@ -445,7 +446,7 @@ def _distances(method, hashes, first):
     if method == "cnn":
         emb = np.stack(hashes)
         emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-        return np.round(1 - np.einsum("ij,ij->i", emb, emb[first]), 6)
+        return np.round(1 - np.einsum("ij,ij->i", emb, emb[first]), 6) + 0.0  # no "-0.0"
     codes = hashes_to_array(hashes)
     return np.bitwise_count(codes ^ codes[first]).astype(int)
 
