@@ -15,7 +15,8 @@ oxygen-icon-theme gnome-icon-theme openclipart-png``). Exact pixel duplicates
 (icons linked under several names) are removed, and base images linked by pHash distances of at most 10 (on white;
 e.g. one icon in two colours) are thinned to the first of each group: pairs the
 planted truth cannot judge. The
-planted copies are then the only true duplicates; a copy matched to a wrong base
+planted copies (JPEG copies laid on white; PNG copies keep the original's
+transparency) are then the only true duplicates; a copy matched to a wrong base
 image, or base images that a tool's own decoding makes alike (imagededup drops
 the alpha channel), count as false pairs. ``--n-planted`` originals get one copy per transformation.
 
@@ -117,6 +118,11 @@ OURS = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from imgasdata.prepare.dedup import hash_files, find_pairs, hashes_to_array, DEFAULT_THRESHOLDS
+def peak_mb():
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across exec);
+    # worker processes it started report theirs through RUSAGE_CHILDREN
+    own = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 files = json.load(open({files!r}))
 t = time.perf_counter()
 h = hash_files(files, "phash", cache={cache!r}, progress=False, workers={workers})
@@ -125,9 +131,10 @@ ok = h[h["error"] == ""].reset_index(drop=True)
 t = time.perf_counter()
 pairs = find_pairs(hashes_to_array(ok["hash"]), DEFAULT_THRESHOLDS["phash"])
 t_search = time.perf_counter() - t
-wide = find_pairs(hashes_to_array(ok["hash"]), 12)   # for the threshold sweep, not timed
+rss = peak_mb()
+wide = find_pairs(hashes_to_array(ok["hash"]), 12)   # for the threshold sweep, not timed or measured
 p = ok["path"].to_numpy()
-json.dump({{"hash_s": t_hash, "search_s": t_search, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+json.dump({{"hash_s": t_hash, "search_s": t_search, "rss_mb": rss,
            "pairs": [[p[i], p[j]] for i, j in zip(pairs["i"], pairs["j"])],
            "wide": [[p[i], p[j]] for i, j in zip(wide["i"], wide["j"])], "dist": wide["distance"].tolist(), "errors": int((h["error"] != "").sum())}},
           open({out!r}, "w"))
@@ -137,6 +144,11 @@ IMAGEDEDUP = r"""
 import json, logging, resource, sys, time, os, tempfile
 logging.disable(logging.WARNING)
 from imagededup.methods import PHash
+def peak_mb():
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across exec);
+    # worker processes it started report theirs through RUSAGE_CHILDREN
+    own = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 files = json.load(open({files!r}))
 d = tempfile.mkdtemp()
 for i, f in enumerate(files):   # imagededup reads a folder: link the same files into one
@@ -149,8 +161,7 @@ t = time.perf_counter()
 dups = ph.find_duplicates(encoding_map=enc)
 t_search = time.perf_counter() - t
 back = {{n: files[int(n.split("_", 1)[0])] for n in os.listdir(d)}}
-rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-json.dump({{"hash_s": t_hash, "search_s": t_search, "rss_mb": rss / 1024,
+json.dump({{"hash_s": t_hash, "search_s": t_search, "rss_mb": peak_mb(),
            "pairs": [[back[a], back[b]] for a, bs in dups.items() for b in bs],
            "errors": len(files) - len(enc)}}, open({out!r}, "w"))
 """
@@ -214,7 +225,7 @@ def search_scaling(files_hashes, sizes, threshold, seed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/imgasdata_bench_dedup")
-    ap.add_argument("--n-planted", type=int, default=500, help="originals that get one copy per transformation")
+    ap.add_argument("--n-planted", type=int, default=600, help="originals that get one copy per transformation")
     ap.add_argument("--max-base", type=int, default=0, help="at most this many base images (0: all)")
     ap.add_argument("--workers", type=int, default=2, help="hashing processes for imgasdata")
     ap.add_argument("--imagededup-python", default="/tmp/idd-venv/bin/python")

@@ -522,14 +522,33 @@ def _transform(img, kind):
         dx, dy = round(w * 0.05), round(h * 0.05)
         return img.crop((dx, dy, w - dx, h - dy)), {}
     if kind == "watermark":
+        from PIL import ImageFont
+
+        # small: the text is about 1/14 of the picture's height (at least 8 px), in a corner
+        size = max(8, h // 14)
+        try:
+            font = ImageFont.load_default(size=size)
+        except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+            font = ImageFont.load_default()
         out = img.copy()
         draw = ImageDraw.Draw(out)
-        draw.text((max(1, w // 50), h - max(12, h // 12)), "© 2024", fill=(255, 255, 255))
-        draw.text((max(1, w // 50) + 1, h - max(12, h // 12) + 1), "© 2024", fill=(40, 40, 40))
+        x, y = max(1, w // 50), h - size - max(1, h // 50)
+        draw.text((x + 1, y + 1), "© 2024", fill=(40, 40, 40, 255)[: len(out.getbands())], font=font)
+        draw.text((x, y), "© 2024", fill=(255, 255, 255, 255)[: len(out.getbands())], font=font)
         return out, {}
     if kind == "flip":
         return ImageOps.mirror(img), {}
     raise SettingsError(f"Unknown transformation {kind!r}; choose from {', '.join(TRANSFORMS)}")
+
+
+def _transparent(path):
+    """The picture as RGBA when it has transparency, else ``None``."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            return im.convert("RGBA")
+    return None
 
 
 def plant_duplicates(sources, out_dir, n=None, transforms=TRANSFORMS, seed=0, copy_originals=True):
@@ -538,7 +557,8 @@ def plant_duplicates(sources, out_dir, n=None, transforms=TRANSFORMS, seed=0, co
     ``sources`` are image files or folders. ``n`` originals are drawn with ``seed``
     (default: all), and each gets one copy per transformation in ``transforms``
     (:data:`TRANSFORMS`: JPEG at quality 70, 50 % resize, 5 % crop per side, a
-    small text watermark, a horizontal flip). With ``copy_originals`` every source
+    small text watermark about 1/14 of the height, a horizontal flip). The JPEG copy
+    of a transparent image is laid on white; the PNG copies keep the transparency. With ``copy_originals`` every source
     image is copied into ``out_dir/originals`` too, so the folder holds the whole
     corpus. Returns a DataFrame ``original, copy, transform`` (paths as written).
     """
@@ -567,11 +587,13 @@ def plant_duplicates(sources, out_dir, n=None, transforms=TRANSFORMS, seed=0, co
         if src not in chosen:
             continue
         try:
-            img = load_image(src)
+            img = load_image(src)  # on white: what a JPEG re-encode of a transparent picture shows
+            rgba = _transparent(src)
         except ImageLoadError:
             continue
         for kind in transforms:
-            out, save = _transform(img, kind)
+            # PNG copies keep the transparency of a transparent original, as an edit would
+            out, save = _transform(img if kind == "jpeg70" or rgba is None else rgba, kind)
             ext = ".jpg" if save.get("format") == "JPEG" else ".png"
             dest = out_dir / kind / f"{stem}{ext}"
             dest.parent.mkdir(parents=True, exist_ok=True)
