@@ -71,11 +71,16 @@ def source_images():
     return out
 
 
-def build_corpus(work, n_planted, max_base, seed):
+def build_corpus(work, n_planted, max_base, seed, reuse=False):
     """Write base/ and the planted copies under ``work``; return (files, truth)."""
     from imgasdata.prepare.dedup import find_pairs, hash_files, hashes_to_array, plant_duplicates
 
     base = work / "base"
+    if reuse and (work / "truth.csv").is_file():
+        truth = pd.read_csv(work / "truth.csv")
+        files = json.loads((work / "files.json").read_text())
+        print(f"corpus reused from {work}: {len(files)} files, {len(truth)} planted copies")
+        return files, truth
     if base.exists():
         shutil.rmtree(work)
     base.mkdir(parents=True)
@@ -107,6 +112,8 @@ def build_corpus(work, n_planted, max_base, seed):
     truth = plant_duplicates(base, work / "planted", n=n_planted, seed=seed, copy_originals=False)
     shutil.rmtree(work / "planted" / "originals", ignore_errors=True)
     all_files = sorted(keep) + sorted(truth["copy"])
+    truth.to_csv(work / "truth.csv", index=False)
+    (work / "files.json").write_text(json.dumps(all_files))
     print(f"corpus: {len(keep)} base images ({len(files) - len(exact)} unreadable, "
           f"{len(files) - len(exact.drop_duplicates('hash')) - (len(files) - len(exact))} exact copies and "
           f"{len(near)} near-duplicates in the sources dropped) + {len(truth)} planted copies "
@@ -115,7 +122,9 @@ def build_corpus(work, n_planted, max_base, seed):
 
 
 OURS = r"""
-import json, resource, sys, time
+import time
+t0 = time.perf_counter()   # the total counts imports, hashing and search
+import json, resource, sys
 sys.path.insert(0, {root!r})
 from imgasdata.prepare.dedup import hash_files, find_pairs, hashes_to_array, DEFAULT_THRESHOLDS
 def peak_mb():
@@ -131,17 +140,20 @@ ok = h[h["error"] == ""].reset_index(drop=True)
 t = time.perf_counter()
 pairs = find_pairs(hashes_to_array(ok["hash"]), DEFAULT_THRESHOLDS["phash"])
 t_search = time.perf_counter() - t
+total = time.perf_counter() - t0
 rss = peak_mb()
 wide = find_pairs(hashes_to_array(ok["hash"]), 12)   # for the threshold sweep, not timed or measured
 p = ok["path"].to_numpy()
-json.dump({{"hash_s": t_hash, "search_s": t_search, "rss_mb": rss,
+json.dump({{"hash_s": t_hash, "search_s": t_search, "total_s": total, "rss_mb": rss,
            "pairs": [[p[i], p[j]] for i, j in zip(pairs["i"], pairs["j"])],
            "wide": [[p[i], p[j]] for i, j in zip(wide["i"], wide["j"])], "dist": wide["distance"].tolist(), "errors": int((h["error"] != "").sum())}},
           open({out!r}, "w"))
 """
 
 IMAGEDEDUP = r"""
-import json, logging, resource, sys, time, os, tempfile
+import time
+t0 = time.perf_counter()   # the total counts imports, hashing and search (not the folder of links)
+import json, logging, resource, sys, os, tempfile
 logging.disable(logging.WARNING)
 from imagededup.methods import PHash
 def peak_mb():
@@ -150,9 +162,11 @@ def peak_mb():
     own = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
     return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 files = json.load(open({files!r}))
+t = time.perf_counter()
 d = tempfile.mkdtemp()
 for i, f in enumerate(files):   # imagededup reads a folder: link the same files into one
     os.symlink(f, os.path.join(d, "%06d_%s" % (i, os.path.basename(f))))
+t_links = time.perf_counter() - t
 ph = PHash(verbose=False)
 t = time.perf_counter()
 enc = ph.encode_images(image_dir=d)
@@ -160,8 +174,9 @@ t_hash = time.perf_counter() - t
 t = time.perf_counter()
 dups = ph.find_duplicates(encoding_map=enc)
 t_search = time.perf_counter() - t
+total = time.perf_counter() - t0 - t_links
 back = {{n: files[int(n.split("_", 1)[0])] for n in os.listdir(d)}}
-json.dump({{"hash_s": t_hash, "search_s": t_search, "rss_mb": peak_mb(),
+json.dump({{"hash_s": t_hash, "search_s": t_search, "total_s": total, "rss_mb": peak_mb(),
            "pairs": [[back[a], back[b]] for a, bs in dups.items() for b in bs],
            "errors": len(files) - len(enc)}}, open({out!r}, "w"))
 """
@@ -170,12 +185,9 @@ json.dump({{"hash_s": t_hash, "search_s": t_search, "rss_mb": peak_mb(),
 def run_tool(python, code, files, work, name, **kw):
     fl, out = work / f"{name}_files.json", work / f"{name}_out.json"
     fl.write_text(json.dumps(files))
-    t = time.perf_counter()
     subprocess.run([python, "-c", code.format(files=str(fl), out=str(out), root=str(HERE.parent), **kw)],
                    check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    res = json.loads(out.read_text())
-    res["total_s"] = time.perf_counter() - t
-    return res
+    return json.loads(out.read_text())
 
 
 def score(res, truth, files, name):
@@ -231,6 +243,7 @@ def main():
     ap.add_argument("--imagededup-python", default="/tmp/idd-venv/bin/python")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="reuse the corpus already built under --work")
     a = ap.parse_args()
     from _common import machine_header
 
@@ -238,8 +251,9 @@ def main():
 
     print(machine_header("deduplication: imgasdata vs imagededup"))
     work = Path(a.work)
-    files, truth = build_corpus(work, a.n_planted, a.max_base, a.seed)
+    files, truth = build_corpus(work, a.n_planted, a.max_base, a.seed, a.reuse)
     cache = work / "hashes.sqlite"
+    cache.unlink(missing_ok=True)  # the first run hashes everything
     rows = []
     ours = run_tool(sys.executable, OURS, files, work, "ours", cache=str(cache), workers=a.workers)
     rows += score(ours, truth, files, f"imgasdata phash<={DEFAULT_THRESHOLDS['phash']}")
