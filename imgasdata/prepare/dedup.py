@@ -390,17 +390,17 @@ def _compute_pairs(table, method, threshold, backbone, progress, other=None):
     return find_pairs(codes, threshold, oth)
 
 
-def _hash_table(paths, method, cache, backbone, progress):
+def _hash_table(paths, method, cache, backbone, progress, workers=1):
     """Rows ``path, hash, error``; for ``cnn`` the hash column holds embedding vectors."""
     if method != "cnn":
-        return hash_files(paths, method, cache=cache, progress=progress)
+        return hash_files(paths, method, cache=cache, progress=progress, workers=workers)
     emb, errors = embed_files(paths, backbone, progress=progress)
     return pd.DataFrame({"path": [str(p) for p in paths], "hash": list(emb),
                          "error": [errors.get(i, "") for i in range(len(paths))]})
 
 
 def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone="efficientnet_lite0",
-                    progress=True):
+                    progress=True, workers=1):
     """Group duplicate images; return one row per file.
 
     ``paths`` are files and/or folders (searched recursively). ``method`` is
@@ -408,7 +408,7 @@ def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=
     ``dhash``, ``whash``, ``ahash``; ``threshold`` is the largest Hamming distance
     of 64 bits, default :data:`DEFAULT_THRESHOLDS`) or ``cnn`` (ImageNet
     embeddings of ``backbone``; ``threshold`` is the smallest cosine similarity).
-    ``cache``: SQLite file of hashes to reuse between runs.
+    ``cache``: SQLite file of hashes to reuse between runs. ``workers``: hashing processes.
 
     Columns: ``path``, ``group`` (an integer shared by the members of a duplicate
     group; every single image has its own), ``kept`` (the group's first path in
@@ -423,7 +423,7 @@ def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=
     files = sorted(str(p) for p in expand_inputs(paths))
     if not files:
         raise DataError(f"No image files found in {', '.join(map(str, paths))}")
-    table = _hash_table(files, method, cache, backbone, progress)
+    table = _hash_table(files, method, cache, backbone, progress, workers)
     ok = table[table["error"] == ""].reset_index(drop=True)
     pairs = _compute_pairs(ok, method, threshold, backbone, progress)
     labels = _groups(len(ok), pairs) if len(ok) else np.array([], int)
@@ -458,7 +458,7 @@ def _distances(method, hashes, first):
 
 
 def find_cross_duplicates(reference, query, method="phash", threshold=None, cache=None,
-                          backbone="efficientnet_lite0", progress=True):
+                          backbone="efficientnet_lite0", progress=True, workers=1):
     """Images of ``query`` (e.g. a test set) with a near-duplicate in ``reference`` (e.g. the training set).
 
     Returns one row per file of ``query``: ``path``, ``match`` (the closest
@@ -472,8 +472,8 @@ def find_cross_duplicates(reference, query, method="phash", threshold=None, cach
     qry_files = sorted(str(p) for p in expand_inputs(query))
     if not ref_files or not qry_files:
         raise DataError("Both sets need at least one image file for a cross-set search")
-    ref = _hash_table(ref_files, method, cache, backbone, progress)
-    qry = _hash_table(qry_files, method, cache, backbone, progress)
+    ref = _hash_table(ref_files, method, cache, backbone, progress, workers)
+    qry = _hash_table(qry_files, method, cache, backbone, progress, workers)
     ref_ok = ref[ref["error"] == ""].reset_index(drop=True)
     qry_ok = qry[qry["error"] == ""].reset_index(drop=True)
     pairs = _compute_pairs(qry_ok, method, threshold, backbone, progress, other=ref_ok)
