@@ -1,5 +1,8 @@
-"""The ``imgasdata`` command line: train, grid, evaluate, predict, check, sample-data, notebooks,
-and the chapter commands (prepare: dedup, clean, labels, agreement, split; autotag: autotag, validate-tags).
+"""imgasdata: images as data for social science research, one command per step of the work.
+
+Commands: train, grid, evaluate, predict, check, sample-data, notebooks, and the
+chapter commands (preparing: dedup, clean, labels, agreement, split; autotagging:
+autotag, validate-tags), declared next to their code.
 
 Mistakes a user can make (a missing folder, one class only, an unknown
 backbone, a refused weights file) raise :class:`~imgasdata.errors.UserError` and

@@ -258,7 +258,10 @@ def add_arguments(parser, grid=False):
     for f in dataclasses.fields(TrainSettings):
         meta = f.metadata
         constraint = meta["constraint"]
-        kwargs = {"help": meta["help"], "default": _jsonable(f.default)}
+        default = _jsonable(f.default)
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        kwargs = {"help": f"{meta['help']} (default: {shown})" if shown is not None else meta["help"],
+                  "default": default}
         if isinstance(constraint, Interval):
             kwargs["type"] = constraint.kind
         if isinstance(constraint, Options):
