@@ -67,19 +67,21 @@ def parse_args(argv=None):
 
 def bench_grid(df, args, out, cold=True):
     """Time ``grid`` over the book's 12 combinations; returns (results, split table, total seconds)."""
+    import imgasdata.batches as B
+    import imgasdata.grid as G
     import imgasdata.train as T
 
     if cold:
-        T._FEATURE_CACHE.clear()
+        B.feature_cache.clear()
     timer = Timer()
     kwargs = dict(mode="head", epochs=args.epochs, backbone=args.backbone, image_size=args.image_size,
                   seed=args.seed, device="cpu")
-    with patched(T, extract_features=timer.wrap("feature extraction", T.extract_features),
-                 build_model=timer.wrap("build model (x12)", T.build_model),
-                 save_run=timer.wrap("save run folders (x12)", T.save_run),
-                 _save_grid_curves=timer.wrap("grid curves png", T._save_grid_curves)):
+    with patched(B, extract_features=timer.wrap("feature extraction", B.extract_features)), \
+            patched(T, build_model=timer.wrap("build model (x12)", T.build_model),
+                    save_run=timer.wrap("save run folders (x12)", T.save_run)), \
+            patched(G, save_grid_curves=timer.wrap("grid curves png", G.save_grid_curves)):
         t = time.perf_counter()
-        results = T.grid(df, out, param_grid=BOOK_GRID, resume=False, progress=False, **kwargs)
+        results = G.grid(df, out, param_grid=BOOK_GRID, resume=False, progress=False, **kwargs)
         total = time.perf_counter() - t
     parts = dict(timer.seconds)
     parts["training loops + evaluation (rest)"] = total - sum(parts.values())
@@ -190,10 +192,11 @@ def naive_run(df, *, backbone, image_size, epochs, lr, momentum, batch_size, see
 
 
 def head_run(df, args, epochs, cold):
+    import imgasdata.batches as B
     import imgasdata.train as T
 
     if cold:
-        T._FEATURE_CACHE.clear()
+        B.feature_cache.clear()
     t = time.perf_counter()
     run = T.train(df, None, mode="head", backbone=args.backbone, image_size=args.image_size, epochs=epochs,
                   lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
@@ -205,7 +208,7 @@ def head_run(df, args, epochs, cold):
 # --- (c) diagnosis: feature extraction vs. its batch size -------------------------------------
 
 def extraction_batch_sizes(df, args, sizes=(32, 8, 4), rounds=2):
-    """``imgasdata.train.extract_features`` over all images at several of its ``batch_size`` values.
+    """``imgasdata.batches.extract_features`` over all images at several of its ``batch_size`` values.
 
     ``train`` calls it with the default 32. The features must come out identical (eval mode).
     Sizes are measured in turn, ``rounds`` times over; the best round of each is kept.
@@ -312,7 +315,7 @@ def main(argv=None):
         print(f"load avg now {loadavg()}")
 
     if args.diagnose:
-        print(f"\n--- (c) diagnosis: imgasdata.train.extract_features over the {len(df)} images at "
+        print(f"\n--- (c) diagnosis: imgasdata.batches.extract_features over the {len(df)} images at "
               f"batch sizes 32 (what train() uses), 8 and 4 (best of 2 interleaved rounds)")
         print(extraction_batch_sizes(df, args).to_string(index=False))
         print(f"load avg now {loadavg()}")

@@ -1,8 +1,11 @@
-"""The ``imgasdata`` command line: train, grid, evaluate, predict, check, sample-data, notebooks.
+"""The ``imgasdata`` command line: train, grid, evaluate, predict, check, sample-data, notebooks,
+and the chapter commands (prepare: dedup, clean, labels, agreement, split; autotag: autotag, validate-tags).
 
 Mistakes a user can make (a missing folder, one class only, an unknown
-backbone, a refused weights file) end with one clear sentence on stderr and
-exit status 2; ``--debug`` shows the full traceback instead.
+backbone, a refused weights file) raise :class:`~imgasdata.errors.UserError` and
+end with one clear sentence on stderr and exit status 2; ``--debug`` shows the
+full traceback instead. Anything else is a bug or a resource problem (out of
+memory, a crashed library) and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,57 +19,20 @@ from .errors import UserError
 
 
 def _train_options(p, grid=False):
-    """Options shared by ``train`` and ``grid``; in ``grid`` the searchable ones take lists."""
-    many = {"nargs": "+"} if grid else {}
+    """Options shared by ``train`` and ``grid``, one per setting of :class:`~imgasdata.settings.TrainSettings`."""
+    from .settings import add_arguments
+
     p.add_argument("data", help="dataset folder (train/val/test or one folder per class) or CSV of path,label")
     p.add_argument("--out", required=True, help="folder to write the run (or the grid's runs) into")
-    p.add_argument("--backbone", default="efficientnet_lite0",
-                   help="efficientnet_lite0/1/2 (weights ship with pip) or a torchvision model, e.g. resnet18")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none, or a path to a local weights file")
-    p.add_argument("--mode", default="auto", choices=["auto", "head", "full"],
-                   help="head: train the new last layer on cached features (fast, CPU); full: train every layer")
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--lr", type=float, default=[0.001] if grid else 0.001, **many)
-    p.add_argument("--momentum", type=float, default=[0.9] if grid else 0.9, **many)
-    p.add_argument("--batch-size", type=int, default=[4] if grid else 4, **many)
-    p.add_argument("--step-size", type=int, default=7, help="epochs between learning-rate drops (StepLR)")
-    p.add_argument("--gamma", type=float, default=0.1, help="factor of each learning-rate drop")
-    p.add_argument("--dropout", type=float, default=[0.0] if grid else 0.0, **many)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--resize", default=None, choices=["squish", "crop", "pad", "rescale-crop"],
-                   help="resizing strategy (default: the backbone's own, rescale-crop)")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--normalize", default="backbone", choices=["backbone", "dataset"])
-    p.add_argument("--augment", nargs="+", default=["crop", "flip"], choices=["crop", "flip"],
-                   help="augmentations of training images in full mode (default: crop flip)")
-    p.add_argument("--no-augment", action="store_true", help="no random crops or flips in full mode")
-    p.add_argument("--select", default="loss", choices=["loss", "accuracy"],
-                   help="validation figure that picks the best epoch")
-    p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement")
-    p.add_argument("--positive", default=None,
-                   help="the positive class of a binary task (default: 'positive' when the classes are negative/positive)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader processes in full mode")
-    p.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"),
-                   help="fractions for a dataset that is not split into folders yet")
-
-
-def _train_kwargs(a):
-    return dict(backbone=a.backbone, weights=a.weights, mode=a.mode, epochs=a.epochs,
-                step_size=a.step_size, gamma=a.gamma, optimizer=a.optimizer, weight_decay=a.weight_decay,
-                resize=a.resize, image_size=a.image_size, normalize=a.normalize, augment=[] if a.no_augment else a.augment,
-                select=a.select, patience=a.patience, seed=a.seed, device=a.device,
-                num_workers=a.num_workers, split=tuple(a.split), positive=a.positive)
+    add_arguments(p, grid=grid)
 
 
 def cmd_train(a):
     from .metrics import summary_table
+    from .settings import from_arguments
     from .train import train
 
-    run = train(a.data, a.out, lr=a.lr, momentum=a.momentum, batch_size=a.batch_size, dropout=a.dropout,
-                **_train_kwargs(a))
+    run = train(a.data, a.out, **from_arguments(a))
     print(f"best epoch {run.manifest['best_epoch']} of {run.manifest['epochs_run']} ({run.manifest['mode']} mode)")
     print(summary_table({k: v for k, v in run.metrics.items() if v}).to_string())
     print(f"run saved to {run.run_dir}")
@@ -75,17 +41,19 @@ def cmd_train(a):
 def cmd_grid(a):
     import pandas as pd
 
-    from .train import grid
+    from .grid import RESULTS, grid
+    from .settings import from_arguments, searched
 
-    param_grid = {"lr": a.lr, "momentum": a.momentum, "batch_size": a.batch_size, "dropout": a.dropout}
-    results = grid(a.data, a.out, param_grid, resume=not a.no_resume, **_train_kwargs(a))
+    fixed = from_arguments(a)
+    param_grid = {name: fixed.pop(name) for name in searched()}
+    results = grid(a.data, a.out, param_grid, resume=not a.no_resume, **fixed)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(results.drop(columns=["run"]).to_string(index=False))
-    print(f"table saved to {Path(a.out) / 'results.csv'}")
+    print(f"table saved to {Path(a.out) / RESULTS}")
 
 
 def cmd_evaluate(a):
-    from .train import evaluate
+    from .predict import evaluate
 
     metrics, preds = evaluate(a.run, a.data, device=a.device, batch_size=a.batch_size)
     text = json.dumps(metrics, indent=2)
@@ -207,7 +175,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
+    except UserError as exc:
         if args.debug:
             raise
         print(f"imgasdata {args.command}: error: {exc}", file=sys.stderr)

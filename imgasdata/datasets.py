@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from .errors import DataError, MissingFileError
 from .images import list_images, list_other_files
 
 SPLITS = ("train", "val", "test")
@@ -33,12 +34,12 @@ def _class_folders(folder):
     return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_class_folders(folder, split=None):
+def read_class_folders(folder, split=None):
     """Rows for ``folder/<class>/*``; raises when a class folder is empty."""
     folder = Path(folder)
     classes = _class_folders(folder)
     if not classes:
-        raise ValueError(
+        raise DataError(
             f"{folder} has no class sub-folders; expected one folder per label, "
             f"e.g. {folder}/positive and {folder}/negative"
         )
@@ -46,7 +47,7 @@ def _read_class_folders(folder, split=None):
     for class_dir in classes:
         files = list_images(class_dir)
         if not files:
-            raise ValueError(f"Class folder {class_dir} holds no image files")
+            raise DataError(f"Class folder {class_dir} holds no image files")
         others = list_other_files(class_dir)
         if others:
             warnings.warn(
@@ -61,12 +62,12 @@ def _stratified_split(df, fractions, seed):
     """Assign ``split`` to rows of ``df`` in the given train/val/test fractions."""
     train_f, val_f, test_f = fractions
     if abs(train_f + val_f + test_f - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be >= 0 and add up to 1, got {fractions}")
+        raise DataError(f"split fractions must be >= 0 and add up to 1, got {fractions}")
     counts = df["label"].value_counts()
     n_classes = len(counts)
     needed = sum(1 for f in fractions if f > 0)
     if counts.min() < needed:
-        raise ValueError(
+        raise DataError(
             f"Class '{counts.idxmin()}' has only {counts.min()} image(s); at least {needed} "
             f"are needed to put one in each of the train/val/test splits"
         )
@@ -93,7 +94,7 @@ def _stratified_split(df, fractions, seed):
         else:
             df.loc[rest_idx, "split"] = "val" if val_f else "test"
     except ValueError as exc:
-        raise ValueError(f"Could not split the images by class ({exc}); add more images per class") from None
+        raise DataError(f"Could not split the images by class ({exc}); add more images per class") from None
     return df
 
 
@@ -109,13 +110,13 @@ def load_dataset(source, split=(0.8, 0.1, 0.1), val_fraction=0.15, seed=0):
     """
     source = Path(source)
     if not source.exists():
-        raise FileNotFoundError(f"Data folder or file not found: {source}")
+        raise MissingFileError(f"Data folder or file not found: {source}")
     if source.is_file():
         df = _read_csv(source, split, seed)
     elif (source / "train").is_dir():
         df = _read_split_folders(source, val_fraction, seed)
     else:
-        df = _stratified_split(_read_class_folders(source), split, seed)
+        df = _stratified_split(read_class_folders(source), split, seed)
     _check_classes(df, source)
     order = {s: i for i, s in enumerate(SPLITS)}
     df = df.sort_values(["split", "label", "path"], key=lambda c: c.map(order) if c.name == "split" else c)
@@ -123,7 +124,7 @@ def load_dataset(source, split=(0.8, 0.1, 0.1), val_fraction=0.15, seed=0):
 
 
 def _read_split_folders(source, val_fraction, seed):
-    parts = {s: _read_class_folders(source / s, s) for s in SPLITS if (source / s).is_dir()}
+    parts = {s: read_class_folders(source / s, s) for s in SPLITS if (source / s).is_dir()}
     if "val" in parts and "test" in parts:
         return pd.concat(parts.values(), ignore_index=True)
     held_out = parts.get("test", parts.get("val"))
@@ -140,17 +141,17 @@ def _read_csv(csv_path, split, seed):
     df = pd.read_csv(csv_path)
     missing = {"path", "label"} - set(df.columns)
     if missing:
-        raise ValueError(f"{csv_path} needs the columns 'path' and 'label'; missing {sorted(missing)}")
+        raise DataError(f"{csv_path} needs the columns 'path' and 'label'; missing {sorted(missing)}")
     base = csv_path.parent
     df["path"] = [str((base / p).resolve()) if not Path(p).is_absolute() else str(p) for p in df["path"]]
     df["label"] = df["label"].astype(str)
     absent = [p for p in df["path"] if not Path(p).is_file()]
     if absent:
-        raise FileNotFoundError(f"{len(absent)} file(s) listed in {csv_path} do not exist, e.g. {absent[0]}")
+        raise MissingFileError(f"{len(absent)} file(s) listed in {csv_path} do not exist, e.g. {absent[0]}")
     if "split" in df.columns:
         bad = set(df["split"]) - set(SPLITS)
         if bad:
-            raise ValueError(f"Column 'split' in {csv_path} may only hold {SPLITS}; found {sorted(bad)}")
+            raise DataError(f"Column 'split' in {csv_path} may only hold {SPLITS}; found {sorted(bad)}")
         return df[["path", "label", "split"]]
     return _stratified_split(df[["path", "label"]], split, seed)
 
@@ -159,13 +160,13 @@ def _check_classes(df, source):
     train_classes = sorted(df.loc[df["split"] == "train", "label"].unique())
     if len(train_classes) < 2:
         found = f"only the class '{train_classes[0]}'" if train_classes else "no classes"
-        raise ValueError(f"{source}: found {found} in the training images; a classifier needs at least two")
+        raise DataError(f"{source}: found {found} in the training images; a classifier needs at least two")
     for split in ("val", "test"):
         extra = set(df.loc[df["split"] == split, "label"]) - set(train_classes)
         if extra:
-            raise ValueError(f"{source}: class(es) {sorted(extra)} appear in {split} but not in train")
+            raise DataError(f"{source}: class(es) {sorted(extra)} appear in {split} but not in train")
     if (df["split"] == "val").sum() == 0:
-        raise ValueError(f"{source}: no validation images; model selection needs some")
+        raise DataError(f"{source}: no validation images; model selection needs some")
 
 
 def classes_of(df):

@@ -12,6 +12,20 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from .errors import DataError
+
+
+def averaging(labels, positive=None):
+    """How precision, recall and F1 are averaged: ``(average, keyword arguments for scikit-learn)``.
+
+    Those of the ``positive`` class for a binary task with a named positive class
+    (as in the book), otherwise the macro average over ``labels``. The one rule,
+    used for the final metrics and for every epoch of the learning curves.
+    """
+    if positive is not None:
+        return "binary", {"pos_label": positive}
+    return "macro", {"labels": list(labels)}
+
 
 def classification_metrics(y_true, y_pred, labels=None, positive=None):
     """Score predicted labels against gold labels.
@@ -26,21 +40,18 @@ def classification_metrics(y_true, y_pred, labels=None, positive=None):
     y_true = [str(v) for v in np.asarray(y_true, dtype=object).ravel()]
     y_pred = [str(v) for v in np.asarray(y_pred, dtype=object).ravel()]
     if len(y_true) != len(y_pred):
-        raise ValueError(f"y_true has {len(y_true)} labels but y_pred has {len(y_pred)}")
+        raise DataError(f"y_true has {len(y_true)} labels but y_pred has {len(y_pred)}")
     if not y_true:
-        raise ValueError("classification_metrics needs at least one labelled example")
+        raise DataError("classification_metrics needs at least one labelled example")
     labels = [str(v) for v in labels] if labels is not None else sorted(set(y_true) | set(y_pred))
     unknown = (set(y_true) | set(y_pred)) - set(labels)
     if unknown:
-        raise ValueError(f"labels {sorted(unknown)} are not in labels={labels}")
+        raise DataError(f"labels {sorted(unknown)} are not in labels={labels}")
     if positive is not None and (str(positive) not in labels or len(labels) != 2):
-        raise ValueError(f"positive={positive!r} needs a binary task with it as one of the two labels; "
+        raise DataError(f"positive={positive!r} needs a binary task with it as one of the two labels; "
                          f"labels are {labels}")
 
-    if positive is not None:
-        average, kwargs = "binary", {"pos_label": str(positive)}
-    else:
-        average, kwargs = "macro", {"labels": labels}
+    average, kwargs = averaging(labels, None if positive is None else str(positive))
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
         y_true, y_pred, average=average, zero_division=0, **kwargs)
     p, r, f, s = skm.precision_recall_fscore_support(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import torch
 
+from .fit import best_epoch
 from .images import load_image
 from .transforms import RESIZE_METHODS, Resize, build_transform, decode_size, to_display
 
@@ -73,12 +73,8 @@ def plot_history(history, title=None, select="loss"):
         h = history[history["phase"] == phase]
         ax_loss.plot(h["epoch"], h["loss"], style, ms=3, label=phase)
         ax_acc.plot(h["epoch"], h["accuracy"], style, ms=3, label=phase)
-    val = history[history["phase"] == "val"]
-    if len(val):
-        if select == "accuracy":
-            best = val.sort_values(["accuracy", "loss"], ascending=[False, True])["epoch"].iloc[0]
-        else:
-            best = val.loc[val["loss"].idxmin(), "epoch"]
+    best = best_epoch(history, select)
+    if best is not None:
         for ax in (ax_loss, ax_acc):
             ax.axvline(best, color="grey", ls=":", lw=1)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -92,9 +88,11 @@ def plot_history(history, title=None, select="loss"):
 
 def plot_grid_curves(results, metric="loss", ncols=4):
     """One small panel per grid combination: ``metric`` per epoch for train and validation."""
+    from .grid import grid_parameters
+    from .runs import load_run
+
     results = results.reset_index(drop=True)
-    # grid() puts the searched hyperparameters first, before its result columns
-    params = list(results.columns[:results.columns.get_loc("best_epoch")])
+    params = grid_parameters(results)
     fig, axes = plt.subplots(math.ceil(len(results) / ncols), min(ncols, len(results)),
                              figsize=(3.0 * min(ncols, len(results)), 2.4 * math.ceil(len(results) / ncols)),
                              squeeze=False, sharey=True)
@@ -102,7 +100,7 @@ def plot_grid_curves(results, metric="loss", ncols=4):
         ax.set_visible(False)
     for ax, (_, row) in zip(axes.flat, results.iterrows()):
         ax.set_visible(True)
-        h = pd.read_csv(Path(row["run"]) / "history.csv")
+        h = load_run(row["run"], model=False).history
         for phase in ("train", "val"):
             hp = h[h["phase"] == phase]
             ax.plot(hp["epoch"], hp[metric], label=phase, lw=1.2)

@@ -1,4 +1,4 @@
-"""Labelling images with a saved run, and the batched image loader shared with training.
+"""Labelling images with a saved run, and scoring a run on labelled images it has not seen.
 
 :func:`predict` writes one CSV row per input file — ``path``, ``label``, one
 ``prob_<class>`` column per class and ``error`` — streaming in batches, so a
@@ -9,62 +9,19 @@ be resumed after an interruption with ``resume=True``.
 from __future__ import annotations
 
 import csv
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .images import expand_inputs, load_image
-from .models import load_model, pick_device
+from .batches import forward, load_batches
+from .errors import DataError
+from .images import expand_inputs
+from .models import pick_device
+from .progress import progress as progress_bar
+from .runs import load_model
+from .settings import DEFAULT_BACKBONE
 from .transforms import build_transform, decode_size
-
-
-def _load_one(path, transform, min_size):
-    try:
-        return transform(load_image(path, min_size=min_size)), ""
-    except Exception as exc:  # one bad file becomes an error row, never a crash
-        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-        return None, msg
-
-
-def load_batches(paths, transform, batch_size=32, min_size=None, workers=2):
-    """Decode and transform images in batches, the next batch loading while this one is used.
-
-    Yields ``(positions, tensor, errors)``: the positions in ``paths`` of the
-    images that loaded, their stacked tensor (or ``None`` if none loaded), and
-    ``{position: message}`` for those that did not. Pillow releases the GIL
-    while decoding, so worker threads overlap decoding with the model's work.
-    """
-    paths = list(paths)
-    chunks = [range(i, min(i + batch_size, len(paths))) for i in range(0, len(paths), batch_size)]
-    if not chunks:
-        return
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        def submit(chunk):
-            return [pool.submit(_load_one, paths[j], transform, min_size) for j in chunk]
-
-        pending = submit(chunks[0])
-        for k, chunk in enumerate(chunks):
-            results = [f.result() for f in pending]
-            if k + 1 < len(chunks):
-                pending = submit(chunks[k + 1])
-            good = [(j, t) for j, (t, _) in zip(chunk, results) if t is not None]
-            errors = {j: e for j, (t, e) in zip(chunk, results) if t is None}
-            tensor = torch.stack([t for _, t in good]) if good else None
-            yield [j for j, _ in good], tensor, errors
-
-
-def forward(model, batch, device, chunk=8):
-    """Run ``model`` on a batch, in chunks of ``chunk`` images on a CPU.
-
-    At 224 px the intermediate buffers of 32 images are too large for PyTorch's
-    CPU allocator to reuse, so every pass maps fresh memory from the system;
-    chunks of 8 are reused and run about 2.5 times faster. GPUs take the whole batch.
-    """
-    if device.type != "cpu":
-        return model(batch.to(device, non_blocking=True))
-    return torch.cat([model(part) for part in batch.split(chunk)])
 
 
 @torch.no_grad()
@@ -78,8 +35,6 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
     ``out_csv`` are skipped, so an interrupted job carries on where it stopped.
     Unreadable files get a row with an empty label and the reason in ``error``.
     """
-    from tqdm import tqdm
-
     model, manifest = load_model(run, device="cpu") if not isinstance(run, tuple) else run
     dev = pick_device(device)
     model = model.to(dev).eval()
@@ -94,7 +49,7 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
         if out_csv.exists() and resume and out_csv.stat().st_size > 0:
             previous = pd.read_csv(out_csv, dtype=str, keep_default_na=False)
             if list(previous.columns) != columns:
-                raise ValueError(f"Cannot resume {out_csv}: its columns {list(previous.columns)} are not this "
+                raise DataError(f"Cannot resume {out_csv}: its columns {list(previous.columns)} are not this "
                                  f"model's {columns}; write to a new file instead")
             done = set(previous["path"])
         elif out_csv.exists():
@@ -111,7 +66,7 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
         if writer and new_file:
             writer.writerow(columns)
         transform = build_transform(pre, train=False)
-        bar = tqdm(total=len(todo), desc="labelling images", unit="img", disable=not progress)
+        bar = progress_bar(total=len(todo), desc="labelling images", unit="img", enabled=progress)
         for positions, batch, errors in load_batches(todo, transform, batch_size, decode_size(pre), workers):
             batch_rows = {j: [str(todo[j]), ""] + [""] * len(classes) + [msg] for j, msg in errors.items()}
             if batch is not None:
@@ -143,7 +98,7 @@ def _as_frame(rows, columns, classes):
 
 
 @torch.no_grad()
-def imagenet_labels(inputs, backbone="efficientnet_lite0", weights="imagenet", k=5, batch_size=16,
+def imagenet_labels(inputs, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, batch_size=16,
                     device="auto", progress=False):
     """What an ImageNet-pretrained CNN "sees": its top-``k`` ImageNet classes per image.
 
@@ -151,8 +106,6 @@ def imagenet_labels(inputs, backbone="efficientnet_lite0", weights="imagenet", k
     ``label`` and ``prob``; unreadable files get one row with ``rank`` 0 and the
     reason in ``error``. Useful as an off-the-shelf autotagger before any fine-tuning.
     """
-    from tqdm import tqdm
-
     from .models import default_preprocessing, imagenet_classes, imagenet_model
 
     names = imagenet_classes()
@@ -161,7 +114,7 @@ def imagenet_labels(inputs, backbone="efficientnet_lite0", weights="imagenet", k
     pre = default_preprocessing(backbone)
     paths = expand_inputs(inputs)
     rows = []
-    bar = tqdm(total=len(paths), desc="ImageNet labels", unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc="ImageNet labels", unit="img", enabled=progress)
     for positions, batch, errors in load_batches(paths, build_transform(pre), batch_size, decode_size(pre)):
         found = {j: [] for j in positions}
         if batch is not None:
@@ -178,3 +131,33 @@ def imagenet_labels(inputs, backbone="efficientnet_lite0", weights="imagenet", k
         bar.update(len(found))
     bar.close()
     return pd.DataFrame(rows, columns=["path", "rank", "label", "prob", "error"])
+
+
+def evaluate(run, data, device="auto", batch_size=32, progress=True):
+    """Score a saved run on labelled images it has not seen.
+
+    ``data`` is a folder with one sub-folder per class (e.g. ``DATA/test``) or
+    a dataset folder/CSV (its ``test`` split is used). Returns ``(metrics,
+    predictions)``; unreadable files are reported in the predictions' ``error``
+    column and left out of the metrics.
+    """
+    from .datasets import SPLITS, load_dataset, read_class_folders
+    from .metrics import classification_metrics
+
+    data = Path(data)
+    if data.is_dir() and not any((data / s).is_dir() for s in SPLITS):
+        df = read_class_folders(data, "test")
+    else:
+        df = load_dataset(data)
+        df = df[df["split"] == "test"]
+    model, manifest = load_model(run, device="cpu")
+    classes = manifest["classes"]
+    extra = sorted(set(df["label"]) - set(classes))
+    if extra:
+        raise DataError(f"{data} has classes {extra} that the model in {run} was not trained on ({classes})")
+    preds = predict((model, manifest), list(df["path"]), batch_size=batch_size, device=device, progress=progress)
+    preds.insert(1, "true", df["label"].to_numpy())
+    ok = preds["error"] == ""
+    metrics = classification_metrics(preds.loc[ok, "true"], preds.loc[ok, "label"], labels=classes,
+                                     positive=manifest.get("positive"))
+    return metrics, preds

@@ -23,7 +23,9 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-RESIZE_METHODS = ("squish", "crop", "pad", "rescale-crop")
+from .errors import SettingsError
+from .settings import AUGMENTATIONS, RESIZE_METHODS
+
 _INTERPOLATION = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
@@ -32,15 +34,15 @@ _INTERPOLATION = {
 
 
 def check_preprocessing(pre):
-    """Raise ``ValueError`` naming the first bad setting in a preprocessing dict."""
+    """Raise :class:`SettingsError` naming the first bad setting in a preprocessing dict."""
     if pre["resize"] not in RESIZE_METHODS:
-        raise ValueError(f"resize must be one of {RESIZE_METHODS}, got {pre['resize']!r}")
+        raise SettingsError(f"resize must be one of {RESIZE_METHODS}, got {pre['resize']!r}")
     if pre["interpolation"] not in _INTERPOLATION:
-        raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATION)}, got {pre['interpolation']!r}")
+        raise SettingsError(f"interpolation must be one of {sorted(_INTERPOLATION)}, got {pre['interpolation']!r}")
     if int(pre["image_size"]) < 16:
-        raise ValueError(f"image_size must be at least 16 pixels, got {pre['image_size']}")
+        raise SettingsError(f"image_size must be at least 16 pixels, got {pre['image_size']}")
     if not 0 < float(pre.get("crop_pct", 1.0)) <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1], got {pre['crop_pct']}")
+        raise SettingsError(f"crop_pct must be in (0, 1], got {pre['crop_pct']}")
     return pre
 
 
@@ -80,9 +82,6 @@ def decode_size(pre):
     return int(pre["image_size"] / float(pre.get("crop_pct", 1.0))) + 1
 
 
-AUGMENTATIONS = ("crop", "flip")
-
-
 def augmentations(augment):
     """Normalize an ``augment`` setting (True, False, or some of ``"crop"``/``"flip"``) to a tuple."""
     if augment is True:
@@ -92,7 +91,7 @@ def augmentations(augment):
     chosen = (augment,) if isinstance(augment, str) else tuple(augment)
     unknown = set(chosen) - set(AUGMENTATIONS)
     if unknown:
-        raise ValueError(f"augment may hold {AUGMENTATIONS}, got {sorted(unknown)}")
+        raise SettingsError(f"augment may hold {AUGMENTATIONS}, got {sorted(unknown)}")
     return tuple(a for a in AUGMENTATIONS if a in chosen)
 
 
@@ -141,7 +140,7 @@ def compute_normalization(images, pre):
         total_sq += (arr ** 2).sum(axis=(0, 1))
         count += arr.shape[0] * arr.shape[1]
     if count == 0:
-        raise ValueError("compute_normalization needs at least one image")
+        raise SettingsError("compute_normalization needs at least one image")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
     return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]

@@ -221,3 +221,69 @@ def test_error_evaluate_and_predict_missing_run(capsys, pair_dir, tmp_path):
 def test_debug_shows_the_real_exception(tmp_path):
     with pytest.raises(FileNotFoundError):
         main(["--debug", "train", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")])
+
+
+def test_error_tampered_weights_file_is_one_sentence(capsys, trained_run, pair_dir, tmp_path):
+    """A run folder whose model.safetensors was replaced (here by a torch.save pickle) is refused in one line."""
+    run_dir, _ = trained_run
+    tampered = tmp_path / "tampered"
+    shutil.copytree(run_dir, tampered)
+    torch.save({"weight": torch.zeros(2, 2)}, tampered / "model.safetensors")
+    for args in (("predict", tampered, pair_dir / "test", "--out", tmp_path / "x.csv"),
+                 ("evaluate", tampered, pair_dir / "test")):
+        code, _, err = run_cli(capsys, *args)
+        assert_one_line_error(code, err, args[0], "not a valid safetensors file", "model.safetensors")
+    (tampered / "model.safetensors").write_bytes(b"\x00" * 3)  # truncated
+    code, _, err = run_cli(capsys, "predict", tampered, pair_dir / "test", "--out", tmp_path / "x.csv")
+    assert_one_line_error(code, err, "predict", "not a valid safetensors file")
+
+
+def test_cli_every_input_gets_a_row(capsys, trained_run, sample_data, tmp_path):
+    """Broken links, folders named like images and missing files each get an error row (predict and check)."""
+    run_dir, _ = trained_run
+    folder = tmp_path / "new"
+    shutil.copytree(sample_data["new_images"], folder)
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (folder / "album.jpg").mkdir()
+    n_files = len([p for p in folder.iterdir() if p.suffix in (".png", ".jpg", ".jpeg")])
+    out = tmp_path / "labels.csv"
+    code, _, err = run_cli(capsys, "predict", run_dir, folder, tmp_path / "missing.png", "--out", out)
+    assert code == 0, err
+    df = pd.read_csv(out, keep_default_na=False)
+    assert len(df) == n_files + 1 and df["path"].is_unique
+    errors = df.set_index(df["path"].map(lambda p: Path(p).name))["error"]
+    assert "broken symbolic link" in errors["gone.png"]
+    assert "is a folder" in errors["album.jpg"]
+    assert "not found" in errors["missing.png"]
+    code, stdout, err = run_cli(capsys, "check", folder, "--out", tmp_path / "check.csv")
+    assert code == 0, err
+    checked = pd.read_csv(tmp_path / "check.csv")
+    assert len(checked) == n_files and (~checked["ok"]).sum() >= 3
+
+
+def test_other_errors_keep_their_traceback(monkeypatch, pair_dir, tmp_path):
+    """Only the user's mistakes become one sentence: a bug or out-of-memory is not reported as one."""
+    import imgasdata.train as itrain
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(itrain, "build_model", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(["train", str(pair_dir), "--out", str(tmp_path / "run"), "--mode", "head", "--device", "cpu"])
+
+
+def test_train_options_are_generated_from_the_settings():
+    """Every setting has its command-line option with the setting's own default and help."""
+    import dataclasses
+
+    from imgasdata.cli import build_parser
+    from imgasdata.settings import TrainSettings
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "data", "--out", "run"])
+    for f in dataclasses.fields(TrainSettings):
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        assert getattr(args, f.name) == default, f.name
+    grid_args = parser.parse_args(["grid", "data", "--out", "g", "--lr", "0.1", "0.01", "--batch-size", "2", "8"])
+    assert grid_args.lr == [0.1, 0.01] and grid_args.batch_size == [2, 8] and grid_args.momentum == [0.9]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import imgasdata.predict as ipredict
+import imgasdata.batches as ibatches
 from conftest import PAIR, make_image_file
 from imgasdata.models import load_model
 from imgasdata.predict import expand_inputs, imagenet_labels, predict
@@ -104,7 +104,7 @@ def test_predict_writes_csv(trained_run, loaded, mixed_folder, tmp_path):
 def test_csv_is_written_batch_by_batch_and_resume_after_interruption(loaded, many_images, tmp_path, monkeypatch):
     out = tmp_path / "labels.csv"
     calls = []
-    real_load = ipredict.load_image
+    real_load = ibatches.load_image
 
     def interrupted_load(path, *args, **kwargs):
         calls.append(str(path))
@@ -112,7 +112,7 @@ def test_csv_is_written_batch_by_batch_and_resume_after_interruption(loaded, man
             raise KeyboardInterrupt  # Ctrl-C in the middle of the third batch
         return real_load(path, *args, **kwargs)
 
-    monkeypatch.setattr(ipredict, "load_image", interrupted_load)
+    monkeypatch.setattr(ibatches, "load_image", interrupted_load)
     with pytest.raises(KeyboardInterrupt):
         predict(loaded, many_images, out_csv=out, batch_size=3, workers=1, progress=False, device="cpu")
     partial = pd.read_csv(out)
@@ -122,9 +122,9 @@ def test_csv_is_written_batch_by_batch_and_resume_after_interruption(loaded, man
 
     # resume on the full list: only the missing paths are decoded, nothing is duplicated
     calls.clear()
-    monkeypatch.setattr(ipredict, "load_image", real_load)
+    monkeypatch.setattr(ibatches, "load_image", real_load)
     counted = []
-    monkeypatch.setattr(ipredict, "load_image", lambda p, *a, **k: counted.append(str(p)) or real_load(p, *a, **k))
+    monkeypatch.setattr(ibatches, "load_image", lambda p, *a, **k: counted.append(str(p)) or real_load(p, *a, **k))
     df = predict(loaded, many_images, out_csv=out, batch_size=3, workers=1, resume=True, progress=False,
                  device="cpu")
     assert sorted(counted) == sorted(str(p) for p in many_images[len(partial):])

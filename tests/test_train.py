@@ -212,11 +212,13 @@ def test_same_seed_same_history_other_seed_differs(pair_df):
 
 def test_cached_and_fresh_features_give_the_same_run(tiny_dir, monkeypatch):
     """Head mode caches backbone features in-process; a cache hit must not change the results."""
-    monkeypatch.setattr(itrain, "_FEATURE_CACHE", {})
+    from imgasdata.batches import feature_cache
+
+    feature_cache.clear()
     fresh = quiet_train(tiny_dir, None, epochs=3, image_size=64, seed=2, dropout=0.2, **QUICK)
-    assert len(itrain._FEATURE_CACHE) == 1
+    assert len(feature_cache) == 1
     cached = quiet_train(tiny_dir, None, epochs=3, image_size=64, seed=2, dropout=0.2, **QUICK)
-    assert len(itrain._FEATURE_CACHE) == 1
+    assert len(feature_cache) == 1
     pd.testing.assert_frame_equal(fresh.history, cached.history)
     assert fresh.metrics == cached.metrics
 
