@@ -79,7 +79,9 @@ class _RowWorker:
                      for j in range(len(self.columns))] for p in paths]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        rows = self._rows_or_error([str(p) for p in batch["path"]])
+        # one row of the dataset is one chunk of paths, so a worker call handles exactly one chunk
+        paths = [str(p) for chunk in batch["paths"] for p in chunk]
+        rows = self._rows_or_error(paths)
         text = [["" if v is None else str(v) for v in row] for row in rows]
         return pd.DataFrame(text, columns=self.columns, dtype=object).astype(str)
 
@@ -120,10 +122,10 @@ def map_paths(paths, make_rows, columns, *, address=None, workers=None, chunk_si
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     try:
-        blocks = max(1, min(len(paths) // chunk_size, 4 * workers * 8))
-        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
-        ds = ds.map_batches(_RowWorker, fn_constructor_kwargs={"make_rows": make_rows, "columns": columns, "cwd": os.getcwd()},
-                            batch_size=int(chunk_size), batch_format="pandas",
+        chunks = [{"paths": paths[i:i + int(chunk_size)]} for i in range(0, len(paths), int(chunk_size))]
+        ds = ray.data.from_items(chunks, override_num_blocks=len(chunks))
+        ds = ds.map_batches(_RowWorker, batch_size=1, batch_format="pandas",
+                            fn_constructor_kwargs={"make_rows": make_rows, "columns": columns, "cwd": os.getcwd()},
                             compute=ray.data.ActorPoolStrategy(size=workers),
                             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
         for df in ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=1):
