@@ -424,7 +424,7 @@ def end_to_end(args, root, work):
             todo = ["predict", "ray-1", "ray-2"]
         results = {}
         for engine in todo:
-            r = run_child(engine, run_dir, folder, work / f"e2e_{engine}.csv")
+            r = run_child(engine, run_dir, folder, work / f"e2e_{_slug(kind)}_{engine}.csv")
             results[engine] = r
             print(f"  {kind:12s} {engine:8s} {r['n']} images: process {r['wall_s']:.1f} s, start-up "
                   f"{r['startup_s']:.1f} s, work {r['work_s']:.1f} s = {r['n'] / r['work_s']:.1f} img/s; "
@@ -436,7 +436,7 @@ def end_to_end(args, root, work):
                          "process img/s": round(r["n"] / r["wall_s"], 1),
                          f"work vs {'loop' if 'loop' in results else 'predict'}":
                              round(base["work_s"] / r["work_s"], 2)})
-        same = _same_labels(work, results)
+        same = _same_labels(work, kind, results)
         if same:
             print(f"  {kind}: {same}")
     print()
@@ -444,8 +444,12 @@ def end_to_end(args, root, work):
     print(f"load avg now {loadavg()}")
 
 
-def _same_labels(work, results):
-    frames = {e: pd.read_csv(work / f"e2e_{e}.csv", keep_default_na=False) for e in results}
+def _slug(kind):
+    return "".join(c if c.isalnum() else "_" for c in kind)
+
+
+def _same_labels(work, kind, results):
+    frames = {e: pd.read_csv(work / f"e2e_{_slug(kind)}_{e}.csv", keep_default_na=False) for e in results}
     if "predict" not in frames:
         return ""
     ref = frames["predict"].sort_values("path").reset_index(drop=True)
