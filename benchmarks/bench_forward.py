@@ -26,11 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from _common import loadavg, machine_header, sample_data  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from _common import loadavg, machine_header, sample_data
 
 
 def parse_args(argv=None):
@@ -139,7 +138,7 @@ def main(argv=None):
     reference = configs[0][1](x)
     best, diff = {}, {}
     for label, run, *_ in configs:  # warm-up and output check
-        out = run(x[:8])
+        run(x[:8])
         diff[label] = float((run(x) - reference).abs().max())
     for _ in range(args.rounds):
         for label, run, *_ in configs:

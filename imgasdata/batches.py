@@ -58,13 +58,13 @@ def load_batches(paths, transform, batch_size=32, min_size=None, workers=2):
 
 
 def decode_threads():
-    """How many threads decode images next to the model on a CPU: half the cores, at least one.
+    """How many threads decode images beside the model on a CPU: half the cores, at least two.
 
-    The model's forward pass already uses every core (torch's intra-op threads); on a
-    2-core machine one decoding thread beside it was measured faster than two, which
-    take the cores from the model at every layer (benchmarks/README.md).
+    Large photos cost about as much CPU to decode as the model's forward pass, so two
+    threads keep a 2-core machine's model fed; on bigger machines half the cores decode
+    while torch's intra-op threads run the model.
     """
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(2, (os.cpu_count() or 2) // 2)
 
 
 def for_inference(model, device):

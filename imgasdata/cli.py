@@ -134,7 +134,7 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="skip paths already in --out")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None,
-                   help="torch engine: threads decoding images (default: half the CPU cores); "
+                   help="torch engine: threads decoding images (default: half the CPU cores, at least 2); "
                         "ray engine: worker processes, each loading the run once (default: one per CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--engine", choices=["torch", "ray"], default="torch",

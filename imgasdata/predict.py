@@ -23,7 +23,6 @@ from .runs import load_model
 from .settings import DEFAULT_BACKBONE
 from .transforms import build_transform, decode_size
 
-
 ENGINES = ("torch", "ray")
 
 
@@ -81,7 +80,7 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
     Unreadable files get a row with an empty label and the reason in ``error``.
 
     ``engine="torch"`` (the default) runs here, decoding in ``workers`` threads
-    (default: half the CPU cores) beside the model. ``engine="ray"`` runs on the Ray
+    (default: half the CPU cores, at least 2) beside the model. ``engine="ray"`` runs on the Ray
     cluster at ``address`` (default: a local one, or the one ``ray.init`` already
     connected to) in ``workers`` worker processes (default: one per CPU), each loading
     the run once; rows are written here as they arrive, in the same order and format,

@@ -73,7 +73,8 @@ class _RowWorker:
     def _rows_or_error(self, paths):
         try:
             return self._rows(paths)
-        except Exception as exc:  # only single paths get here: _rows retried the chunk path by path
+        # only single paths get here (_rows retried the chunk path by path); the crash becomes the row
+        except Exception as exc:  # noqa: BLE001
             error = self.columns.index("error")
             return [[p if j == 0 else (f"{p}: {type(exc).__name__}: {exc}" if j == error else "")
                      for j in range(len(self.columns))] for p in paths]

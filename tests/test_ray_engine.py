@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import PAIR, make_image_file
+
 from imgasdata.errors import MissingExtraError, SettingsError
 from imgasdata.predict import predict
 
