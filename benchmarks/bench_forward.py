@@ -91,6 +91,9 @@ def onnx_runner(model, chunk, threads, folder, quantize=False):
 
         qpath = Path(folder) / "model_int8.onnx"
         if not qpath.is_file():
+            import logging
+
+            logging.getLogger().setLevel(logging.ERROR)  # one warning per tensor it leaves in float
             quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QUInt8)
         path = qpath
     opts = ort.SessionOptions()

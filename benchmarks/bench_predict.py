@@ -434,8 +434,8 @@ def end_to_end(args, root, work):
             rows.append({"input": kind, "engine": engine, "images": r["n"],
                          "process s": round(r["wall_s"], 1), "work img/s": round(r["n"] / r["work_s"], 1),
                          "process img/s": round(r["n"] / r["wall_s"], 1),
-                         f"work vs {'loop' if 'loop' in results else 'predict'}":
-                             round(base["work_s"] / r["work_s"], 2)})
+                         "baseline": "loop" if "loop" in results else "predict",
+                         "work × baseline": round(base["work_s"] / r["work_s"], 2)})
         same = _same_labels(work, kind, results)
         if same:
             print(f"  {kind}: {same}")

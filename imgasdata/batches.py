@@ -80,14 +80,14 @@ def for_inference(model, device):
     return model
 
 
-def forward(model, batch, device, chunk=8):
+def forward(model, batch, device, chunk=4):
     """Run ``model`` on a batch, in micro-batches of ``chunk`` channels-last images on a CPU.
 
     At 224 px the intermediate buffers of 32 images are too large for PyTorch's
     CPU allocator to reuse, so every pass maps fresh memory from the system;
-    micro-batches of 8 stay in reused memory and, in channels-last format (see
-    :func:`for_inference`), run about 5 times faster than one call on 32 images
-    in NCHW. GPUs take the whole batch.
+    micro-batches of 4 stay in reused memory and, in channels-last format (see
+    :func:`for_inference`), ran about 5 times faster than one call on 32 images in
+    NCHW on a 2-core CPU (benchmarks/bench_forward.py). GPUs take the whole batch.
     """
     if device.type != "cpu":
         return model(batch.to(device, non_blocking=True))
