@@ -117,6 +117,9 @@ def map_paths(paths, make_rows, columns, *, address=None, workers=None, chunk_si
     workers = max(1, min(int(workers), math.ceil(len(paths) / chunk_size)))
 
     ctx = ray.data.DataContext.get_current()
+    data_log = logging.getLogger("ray.data")
+    log_level = data_log.level
+    data_log.setLevel(logging.ERROR)  # Ray Data's per-run notices; the caller reports progress
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start)
     # rows in input order, so the CSV equals the single-machine one; the caller shows its own bar
     ctx.execution_options.preserve_order = True
@@ -134,3 +137,4 @@ def map_paths(paths, make_rows, columns, *, address=None, workers=None, chunk_si
                 yield df[columns]
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+        data_log.setLevel(log_level)
