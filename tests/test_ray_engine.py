@@ -76,6 +76,13 @@ def test_ray_gives_the_single_machine_csv_bad_files_included(local_ray, trained_
     assert "empty file" in errors[str(inputs[0] / "07b_empty.png")]
     assert len(expected) == 14
 
+    # without a CSV the rows come back as a DataFrame, numbers as numbers
+    in_memory = predict(run_dir, inputs, batch_size=4, progress=False, engine="ray", workers=1)
+    assert in_memory["path"].tolist() == expected["path"].tolist()
+    assert in_memory["label"].tolist() == expected["label"].tolist()
+    np.testing.assert_allclose(in_memory[PROB_COLUMNS].to_numpy(float), expected[PROB_COLUMNS].to_numpy(float),
+                               atol=1e-5)
+
 
 def test_ray_resumes_an_interrupted_run(local_ray, trained_run, inputs, tmp_path, monkeypatch):
     import imgasdata.ray_engine as engine
