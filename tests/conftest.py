@@ -25,8 +25,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-#: Sizes for the sample data: 70 per multiclass category gives a 98/22/20 split for two categories.
-SAMPLE_SIZES = {"n_per_class": 20, "n_per_group": 70, "n_new": 6}
+#: Sizes for the sample data (the visual multiclass groups have 24 emoji at most).
+SAMPLE_SIZES = {"n_per_class": 20, "n_per_group": 24, "n_new": 6}
+#: Emoji per Unicode category in the two-class task: 70 gives a 84/28/28 split (60/20/20).
+PAIR_SIZE = 70
 PAIR = ("food_drink", "smileys_emotion")
 
 #: Settings of the shared acceptance run (head mode, real ImageNet weights, default 224 px).
@@ -44,10 +46,13 @@ def sample_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pair_dir(sample_data, tmp_path_factory):
     """A real two-class dataset in the book's layout: DATA/{train,val,test}/{food_drink,smileys_emotion}."""
+    from imgasdata.sample_data import build_unicode_categories
+
+    six = build_unicode_categories(tmp_path_factory.mktemp("categories") / "six", seed=0, n_per_group=PAIR_SIZE)
     dst = tmp_path_factory.mktemp("pair") / "data"
     for split in ("train", "val", "test"):
         for cls in PAIR:
-            shutil.copytree(sample_data["multiclass"] / split / cls, dst / split / cls)
+            shutil.copytree(six / split / cls, dst / split / cls)
     return dst
 
 

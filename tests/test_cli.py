@@ -114,7 +114,7 @@ def test_cli_evaluate(capsys, trained_run, pair_dir, tmp_path):
     assert printed["confusion_matrix"] == saved["confusion_matrix"]
     assert json.loads(out.read_text()) == printed
     preds = pd.read_csv(tmp_path / "eval.predictions.csv")
-    assert len(preds) == 20 and {"path", "true", "label"} <= set(preds.columns)
+    assert len(preds) == 28 and {"path", "true", "label"} <= set(preds.columns)
 
 
 def test_cli_predict_and_resume(capsys, trained_run, sample_data, tmp_path):

@@ -254,8 +254,8 @@ def test_dataset_table_counts_and_totals(tmp_path, write_png):
 
 def test_dataset_table_on_sample_data(sample_data):
     table = dataset_table(load_dataset(sample_data["multiclass"]))
-    assert table.loc["total", "total"] == 6 * 70
-    assert (table.drop(index="total")[["train", "val", "test"]].to_numpy() == [49, 11, 10]).all()
+    assert table.loc["total", "total"] == 6 * 24
+    assert (table.drop(index="total")[["train", "val", "test"]].to_numpy() == [14, 5, 5]).all()
 
 
 def test_fingerprint_changes_when_bytes_change(tmp_path, write_png):

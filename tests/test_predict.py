@@ -196,7 +196,7 @@ def test_evaluate_reproduces_the_runs_test_metrics(trained_run, pair_dir):
     for key in ("accuracy", "precision", "recall", "f1"):
         assert metrics[key] == pytest.approx(saved[key])
     assert metrics["confusion_matrix"] == saved["confusion_matrix"]
-    assert metrics["n"] == saved["n"] == 20
+    assert metrics["n"] == saved["n"] == 28
     assert list(preds.columns[:3]) == ["path", "true", "label"]
     assert (preds["error"] == "").all()
     # a dataset folder works too: its test split is used
@@ -210,8 +210,8 @@ def test_evaluate_leaves_unreadable_files_out_of_the_metrics(trained_run, pair_d
     shutil.copytree(pair_dir / "test", data)
     make_image_file("corrupt", data / PAIR[0], name="zz_broken.png")
     metrics, preds = evaluate(run_dir, data, device="cpu", progress=False)
-    assert len(preds) == 21 and (preds["error"] != "").sum() == 1
-    assert metrics["n"] == 20
+    assert len(preds) == 29 and (preds["error"] != "").sum() == 1
+    assert metrics["n"] == 28
 
 
 def test_evaluate_unknown_classes_is_an_error(trained_run, sample_data):

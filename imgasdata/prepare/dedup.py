@@ -1,0 +1,664 @@
+"""Finding duplicate and near-duplicate images (the book's chapter 5, scaled up).
+
+The book's own script compares every pair of ``.jpg`` files pixel by pixel. This
+module does the same job for 10^5 and more images of any format Pillow reads:
+
+* :func:`hash_files` turns a list of paths into a table of one hash per file
+  (``path, hash, error``). It is the unit of work a cluster can map over chunks,
+  and it keeps a per-file cache keyed on path, size and modification time, so a
+  re-run on a grown folder hashes only the new files.
+* :func:`find_pairs` finds every pair within a Hamming distance without
+  comparing all pairs: multi-index hashing (the 64 bits are cut into 4 blocks of
+  16; two hashes within distance ``t`` agree within ``t // 4`` bits on at least
+  one block, so only hashes sharing such a block are compared). Memory grows
+  linearly with the number of images.
+* :func:`find_duplicates` groups the pairs (connected components), keeps the
+  first path of each group in sorted order, as the book does, and returns one
+  row per file.
+* :func:`find_cross_duplicates` lists the images of one set (a test set) that
+  have a near-duplicate in another (the training set): a leak that inflates the
+  accuracy a paper reports.
+
+Every image is decoded by :func:`imgasdata.images.load_image`, which lays
+transparency on white: hashing the alpha-less pixels of a transparent PNG (what
+``convert("L")`` does) turns every emoji into the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, SettingsError
+from ..images import ImageLoadError, expand_inputs, load_image
+from ..progress import progress as progress_bar
+
+#: Default Hamming-distance thresholds (of 64 bits) per perceptual hash. Chosen on
+#: the benchmark corpus (benchmarks/bench_dedup.py): the largest threshold at which
+#: precision stays at or above 0.95 for re-encoded, resized, cropped and watermarked
+#: copies. imagededup's default of 10 for pHash is looser (more false pairs).
+DEFAULT_THRESHOLDS = {"exact": 0, "phash": 8, "dhash": 8, "whash": 6, "ahash": 4, "cnn": 0.85}
+
+#: The hash methods, for error messages and the command line.
+METHODS = tuple(DEFAULT_THRESHOLDS)
+
+
+# --- hash methods: one small class each ----------------------------------------------------
+
+class ExactHash:
+    """SHA-256 of the decoded pixels (RGB, transparency on white): the same picture saved twice is a duplicate."""
+
+    name = "exact"
+
+    def encode(self, img):
+        digest = hashlib.sha256(f"{img.width}x{img.height}".encode())
+        digest.update(img.tobytes())
+        return digest.hexdigest()
+
+
+class _ImageHash:
+    """A 64-bit perceptual hash from :mod:`imagehash`, stored as 16 hex digits."""
+
+    name = ""
+    #: decoding size: JPEGs are decoded at a reduced scale (draft mode) at least this large
+    decode_size = 64
+
+    def _hash(self, img):
+        raise NotImplementedError
+
+    def encode(self, img):
+        # The hashes look at 32x32 pixels or fewer: a big picture is first box-reduced to a
+        # shorter side of 128-255 px, which gives the same hash far faster than filtering
+        # the full-size picture down.
+        factor = min(img.size) // 128
+        if factor >= 2:
+            img = img.reduce(factor)
+        return str(self._hash(img))
+
+
+class PHash(_ImageHash):
+    """Perceptual hash (DCT of a 32x32 greyscale image): robust to re-encoding, resizing and small edits."""
+
+    name = "phash"
+
+    def _hash(self, img):
+        import imagehash
+
+        return imagehash.phash(img, hash_size=8)
+
+
+class DHash(_ImageHash):
+    """Difference hash (brightness gradients of a 9x8 image): fast, robust to resizing."""
+
+    name = "dhash"
+
+    def _hash(self, img):
+        import imagehash
+
+        return imagehash.dhash(img, hash_size=8)
+
+
+class WHash(_ImageHash):
+    """Wavelet hash (Haar wavelets), as in imagededup's WHash."""
+
+    name = "whash"
+
+    def _hash(self, img):
+        import imagehash
+
+        return imagehash.whash(img, hash_size=8)
+
+
+class AHash(_ImageHash):
+    """Average hash (pixels above the mean of an 8x8 image): the simplest, the least precise."""
+
+    name = "ahash"
+
+    def _hash(self, img):
+        import imagehash
+
+        return imagehash.average_hash(img, hash_size=8)
+
+
+HASHERS = {cls.name: cls for cls in (ExactHash, PHash, DHash, WHash, AHash)}
+
+
+def _check_method(method):
+    if method not in METHODS:
+        raise SettingsError(f"Unknown deduplication method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def _threshold(method, threshold):
+    threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
+    if method == "cnn":
+        if not 0 < float(threshold) <= 1:
+            raise SettingsError(f"The cnn threshold is a cosine similarity in (0, 1], got {threshold}")
+        return float(threshold)
+    if method == "exact":
+        return 0
+    if int(threshold) != threshold or not 0 <= threshold <= 32:
+        raise SettingsError(f"The {method} threshold is a Hamming distance from 0 to 32 bits (of 64), got {threshold}")
+    return int(threshold)
+
+
+# --- hashing with a per-file cache ---------------------------------------------------------
+
+class HashCache:
+    """A small SQLite table of hashes keyed on (method, path, size, modification time).
+
+    An edited or replaced file has another size or time and is hashed again; a file
+    that did not change is read from the table. Safe to delete at any time.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path))
+        self.db.execute("CREATE TABLE IF NOT EXISTS hashes (method TEXT, path TEXT, size INTEGER, "
+                        "mtime INTEGER, hash TEXT, PRIMARY KEY (method, path))")
+
+    def get(self, method, stamps):
+        """Cached hashes for ``stamps`` (``path -> (size, mtime)``), as ``path -> hash``."""
+        rows = self.db.execute("SELECT path, size, mtime, hash FROM hashes WHERE method = ?", (method,))
+        return {p: h for p, s, m, h in rows if stamps.get(p) == (s, m)}
+
+    def put(self, method, rows):
+        """Store ``(path, size, mtime, hash)`` rows."""
+        self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
+                            [(method, p, s, m, h) for p, s, m, h in rows])
+        self.db.commit()
+
+    def close(self):
+        self.db.close()
+
+
+def _stamp(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _hash_one(hasher, path):
+    """``(hash, error)`` for one file; unreadable files get the reason instead of a hash."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # load_image refuses images over the limit with an error row; Pillow's warning adds nothing
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = load_image(path, min_size=getattr(hasher, "decode_size", None))
+        return hasher.encode(img), ""
+    except ImageLoadError as exc:
+        return "", str(exc)
+
+
+def _hash_task(args):
+    method, path = args
+    return _hash_one(HASHERS[method](), path)
+
+
+def hash_files(paths, method="phash", cache=None, progress=True, workers=1):
+    """Hash each file; return a DataFrame with one row per path: ``path, hash, error``.
+
+    ``paths`` is a list of files (use :func:`imgasdata.images.expand_inputs` for
+    folders). ``method`` is ``exact`` (SHA-256 of the decoded pixels) or a
+    perceptual hash (``phash``, ``dhash``, ``whash``, ``ahash``, 64 bits as 16 hex
+    digits). ``cache`` is a path to an SQLite file (created when missing): files
+    whose path, size and modification time are in it are not decoded again.
+    Unreadable files have an empty ``hash`` and the reason in ``error``.
+    ``workers`` > 1 decodes in that many processes. The rows depend only on the
+    paths given, so chunks can be hashed anywhere and concatenated.
+    """
+    if method not in HASHERS:
+        raise SettingsError(f"hash_files knows the methods {', '.join(HASHERS)}; got {method!r}")
+    hasher = HASHERS[method]()
+    paths = [str(p) for p in paths]
+    stamps = {p: _stamp(p) for p in paths}
+    store = HashCache(cache) if cache else None
+    known = store.get(method, stamps) if store else {}
+    todo = [p for p in paths if p not in known]
+    results, fresh = {}, []
+    pool = None
+    if workers and workers > 1 and len(todo) > 200:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(int(workers))
+        done = pool.map(_hash_task, [(method, p) for p in todo], chunksize=64)
+    else:
+        done = (_hash_one(hasher, p) for p in todo)
+    for p, (h, err) in zip(todo, progress_bar(done, total=len(todo), desc=f"{method} hashing", unit="img",
+                                              enabled=progress and bool(todo))):
+        results[p] = (h, err)
+        if h and stamps[p] is not None:
+            fresh.append((p, *stamps[p], h))
+        if store and len(fresh) >= 2000:  # saved as it goes, so an interrupted run resumes
+            store.put(method, fresh)
+            fresh = []
+    if pool:
+        pool.shutdown()
+    if store:
+        store.put(method, fresh)
+        store.close()
+    rows = [(p, known[p], "") if p in known else (p, *results[p]) for p in paths]
+    return pd.DataFrame(rows, columns=["path", "hash", "error"])
+
+
+def hashes_to_array(hashes):
+    """16-hex-digit hashes to a ``uint64`` array (for :func:`find_pairs`)."""
+    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+
+
+# --- search without comparing all pairs -----------------------------------------------------
+
+def _flip_masks(width, radius):
+    """Every ``width``-bit pattern with at most ``radius`` bits set."""
+    masks = [0]
+    for r in range(1, radius + 1):
+        masks += [sum(1 << b for b in bits) for bits in itertools.combinations(range(width), r)]
+    return np.array(masks, dtype=np.uint64)
+
+
+def find_pairs(codes, threshold, other=None, blocks=4, chunk=2_000_000):
+    """All pairs of 64-bit codes within a Hamming distance, found by multi-index hashing.
+
+    ``codes`` is a ``uint64`` array. Returns a DataFrame ``i, j, distance`` with
+    ``i < j`` (positions in ``codes``); with ``other`` (a second array), pairs are
+    ``i`` in ``codes`` and ``j`` in ``other`` instead. The 64 bits are cut into
+    ``blocks`` blocks; two codes within ``threshold`` match within
+    ``threshold // blocks`` bits on at least one block (pigeonhole), so only codes
+    that share such a block are compared. Candidates are checked in chunks of at
+    most ``chunk`` pairs, so memory stays linear in the number of codes plus the
+    number of pairs found.
+    """
+    codes = np.asarray(codes, dtype=np.uint64)
+    cross = other is not None
+    targets = np.asarray(other, dtype=np.uint64) if cross else codes
+    width = 64 // blocks
+    radius = int(threshold) // blocks
+    masks = _flip_masks(width, radius)
+    block_mask = np.uint64((1 << width) - 1)
+    found = []
+    for b in range(blocks):
+        shift = np.uint64(b * width)
+        t_keys = (targets >> shift) & block_mask
+        order = np.argsort(t_keys, kind="stable")
+        sorted_keys = t_keys[order]
+        q_keys = (codes >> shift) & block_mask
+        for mask in masks:
+            probe = q_keys ^ mask
+            lo = np.searchsorted(sorted_keys, probe, "left")
+            hi = np.searchsorted(sorted_keys, probe, "right")
+            counts = hi - lo
+            has = np.nonzero(counts)[0]
+            if not len(has):
+                continue
+            # expand the matching ranges into candidate pairs, a slice of queries at a time
+            csum = np.cumsum(counts[has])
+            start = 0
+            while start < len(has):
+                stop = int(np.searchsorted(csum, (csum[start - 1] if start else 0) + chunk, "right"))
+                stop = max(stop, start + 1)
+                q = has[start:stop]
+                n = counts[q]
+                qi = np.repeat(q, n)
+                offs = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+                tj = order[np.repeat(lo[q], n) + offs]
+                if not cross:
+                    keep = qi < tj
+                    qi, tj = qi[keep], tj[keep]
+                dist = np.bitwise_count(codes[qi] ^ targets[tj])
+                keep = dist <= threshold
+                if keep.any():
+                    found.append(np.stack([qi[keep], tj[keep], dist[keep].astype(np.int64)], axis=1))
+                start = stop
+    if not found:
+        return pd.DataFrame({"i": np.array([], int), "j": np.array([], int), "distance": np.array([], int)})
+    pairs = np.unique(np.concatenate(found), axis=0)  # a pair can match on several blocks
+    return pd.DataFrame(pairs, columns=["i", "j", "distance"])
+
+
+def _cosine_pairs(emb, threshold, other=None, chunk=1024):
+    """Pairs with cosine similarity >= threshold, a block of rows at a time (memory linear, time quadratic:
+    fine for the tens of thousands of images one CPU can embed, and the distance is 1 - cosine)."""
+    a = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+    b = a if other is None else other / np.linalg.norm(other, axis=1, keepdims=True).clip(1e-12)
+    found = []
+    for s in range(0, len(a), chunk):
+        sim = a[s:s + chunk] @ b.T
+        i, j = np.nonzero(sim >= threshold)
+        i = i + s
+        if other is None:
+            keep = i < j
+            i, j = i[keep], j[keep]
+        found.append(np.stack([i, j], axis=1))
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), int)
+    dist = 1.0 - np.einsum("ij,ij->i", a[pairs[:, 0]], b[pairs[:, 1]]) if len(pairs) else np.array([])
+    return pd.DataFrame({"i": pairs[:, 0], "j": pairs[:, 1], "distance": np.round(dist, 6)})
+
+
+def embed_files(paths, backbone="efficientnet_lite0", progress=True):
+    """CNN embeddings of the pretrained backbone (ImageNet weights): ``(N x D array, errors)``.
+
+    Uses :func:`imgasdata.train.extract_features`; rows of unreadable files are NaN
+    and ``errors`` maps their positions to the reason.
+    """
+    from ..models import build_model, default_preprocessing
+    from ..train import extract_features
+
+    model = build_model(backbone, num_classes=2)  # the backbone with its last layer removed
+    feats, errors = extract_features(model.backbone, [str(p) for p in paths], default_preprocessing(backbone),
+                                     progress=progress)
+    return feats.numpy(), errors
+
+
+# --- grouping -------------------------------------------------------------------------------
+
+def _groups(n, pairs):
+    """Connected components of ``n`` items linked by ``pairs`` (union-find, by scipy)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(pairs)), (pairs["i"].to_numpy(), pairs["j"].to_numpy())), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _compute_pairs(table, method, threshold, backbone, progress, other=None):
+    """Pairs among the readable rows of ``table`` (or between ``table`` and ``other``)."""
+    if method == "exact":
+        right = table if other is None else other
+        merged = table.reset_index().merge(right.reset_index(), on="hash", suffixes=("_i", "_j"))
+        if other is None:
+            merged = merged[merged["index_i"] < merged["index_j"]]
+        return pd.DataFrame({"i": merged["index_i"].to_numpy(), "j": merged["index_j"].to_numpy(),
+                             "distance": 0})
+    if method == "cnn":
+        emb = np.stack(table["hash"].to_numpy())
+        oth = None if other is None else np.stack(other["hash"].to_numpy())
+        return _cosine_pairs(emb, threshold, oth)
+    codes = hashes_to_array(table["hash"])
+    oth = None if other is None else hashes_to_array(other["hash"])
+    return find_pairs(codes, threshold, oth)
+
+
+def _hash_table(paths, method, cache, backbone, progress, workers=1):
+    """Rows ``path, hash, error``; for ``cnn`` the hash column holds embedding vectors."""
+    if method != "cnn":
+        return hash_files(paths, method, cache=cache, progress=progress, workers=workers)
+    emb, errors = embed_files(paths, backbone, progress=progress)
+    return pd.DataFrame({"path": [str(p) for p in paths], "hash": list(emb),
+                         "error": [errors.get(i, "") for i in range(len(paths))]})
+
+
+def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone="efficientnet_lite0",
+                    progress=True, workers=1):
+    """Group duplicate images; return one row per file.
+
+    ``paths`` are files and/or folders (searched recursively). ``method`` is
+    ``exact`` (same decoded pixels), a perceptual hash (``phash`` default,
+    ``dhash``, ``whash``, ``ahash``; ``threshold`` is the largest Hamming distance
+    of 64 bits, default :data:`DEFAULT_THRESHOLDS`) or ``cnn`` (ImageNet
+    embeddings of ``backbone``; ``threshold`` is the smallest cosine similarity).
+    ``cache``: SQLite file of hashes to reuse between runs. ``workers``: hashing processes.
+
+    Columns: ``path``, ``group`` (an integer shared by the members of a duplicate
+    group; every single image has its own), ``kept`` (the group's first path in
+    sorted order, the one the book keeps), ``duplicate`` (True for the others),
+    ``distance`` (to the kept image: Hamming bits, or 1 - cosine similarity),
+    ``group_size``, ``hash`` and ``error`` (unreadable files: their own group,
+    kept empty). Sorted by path.
+    """
+    _check_method(method)
+    threshold = _threshold(method, threshold)
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files = sorted(str(p) for p in expand_inputs(paths))
+    if not files:
+        raise DataError(f"No image files found in {', '.join(map(str, paths))}")
+    table = _hash_table(files, method, cache, backbone, progress, workers)
+    ok = table[table["error"] == ""].reset_index(drop=True)
+    pairs = _compute_pairs(ok, method, threshold, backbone, progress)
+    labels = _groups(len(ok), pairs) if len(ok) else np.array([], int)
+    ok["component"] = labels
+    # rows are in sorted path order, so the first row of a component is the one the book keeps
+    first = ok.index.to_series().groupby(ok["component"]).transform("min").to_numpy()
+    ok["kept"] = ok["path"].to_numpy()[first] if len(ok) else []
+    ok["distance"] = _distances(method, ok["hash"].to_numpy(), first)
+    out = table.merge(ok[["path", "component", "kept", "distance"]], on="path", how="left")
+    # group numbers follow the sorted order of the kept paths; unreadable files get their own
+    out["kept"] = out["kept"].fillna("")
+    key = out["kept"].where(out["kept"] != "", out["path"])
+    out["group"] = pd.factorize(key, sort=True)[0]
+    out["group_size"] = out.groupby("group")["path"].transform("size")
+    out["duplicate"] = (out["kept"] != "") & (out["kept"] != out["path"])
+    if method == "cnn":
+        out["hash"] = ""  # embeddings are not written to a CSV
+    cols = ["path", "group", "kept", "duplicate", "distance", "group_size", "hash", "error"]
+    return out[cols].sort_values("path").reset_index(drop=True)
+
+
+def _distances(method, hashes, first):
+    """Distance of each row's hash to the hash of row ``first[row]``."""
+    if not len(hashes) or method == "exact":
+        return np.zeros(len(hashes), dtype=int)
+    if method == "cnn":
+        emb = np.stack(hashes)
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+        return np.round(1 - np.einsum("ij,ij->i", emb, emb[first]), 6) + 0.0  # no "-0.0"
+    codes = hashes_to_array(hashes)
+    return np.bitwise_count(codes ^ codes[first]).astype(int)
+
+
+def find_cross_duplicates(reference, query, method="phash", threshold=None, cache=None,
+                          backbone="efficientnet_lite0", progress=True, workers=1):
+    """Images of ``query`` (e.g. a test set) with a near-duplicate in ``reference`` (e.g. the training set).
+
+    Returns one row per file of ``query``: ``path``, ``match`` (the closest
+    reference image within the threshold, empty if none), ``distance``,
+    ``n_matches`` (how many reference images are within the threshold) and
+    ``error``. A test image with a match leaks its answer into training.
+    """
+    _check_method(method)
+    threshold = _threshold(method, threshold)
+    ref_files = sorted(str(p) for p in expand_inputs(reference))
+    qry_files = sorted(str(p) for p in expand_inputs(query))
+    if not ref_files or not qry_files:
+        raise DataError("Both sets need at least one image file for a cross-set search")
+    ref = _hash_table(ref_files, method, cache, backbone, progress, workers)
+    qry = _hash_table(qry_files, method, cache, backbone, progress, workers)
+    ref_ok = ref[ref["error"] == ""].reset_index(drop=True)
+    qry_ok = qry[qry["error"] == ""].reset_index(drop=True)
+    pairs = _compute_pairs(qry_ok, method, threshold, backbone, progress, other=ref_ok)
+    pairs = pairs.sort_values(["i", "distance", "j"])
+    best = pairs.drop_duplicates("i").set_index("i")
+    n = pairs.groupby("i").size()
+    qry_ok["match"] = [ref_ok.at[best.at[i, "j"], "path"] if i in best.index else "" for i in qry_ok.index]
+    qry_ok["distance"] = [best.at[i, "distance"] if i in best.index else np.nan for i in qry_ok.index]
+    qry_ok["n_matches"] = [int(n.get(i, 0)) for i in qry_ok.index]
+    out = qry.merge(qry_ok[["path", "match", "distance", "n_matches"]], on="path", how="left")
+    out["match"] = out["match"].fillna("")
+    out["n_matches"] = out["n_matches"].fillna(0).astype(int)
+    return out[["path", "match", "distance", "n_matches", "error"]]
+
+
+def copy_unique(duplicates, out_dir, link="copy"):
+    """Copy (or link) the kept image of every group into ``out_dir``; returns the list of new paths.
+
+    File names are kept; a name that occurs twice gets a numbered suffix.
+    """
+    from .split import place_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keep = duplicates[(duplicates["error"] == "") & ~duplicates["duplicate"]]["path"]
+    written, used = [], set()
+    for p in keep:
+        p = Path(p)
+        name, k = p.name, 1
+        while name in used:
+            name, k = f"{p.stem}_{k}{p.suffix}", k + 1
+        used.add(name)
+        written.append(place_file(p, out_dir / name, link))
+    return written
+
+
+# --- planted near-duplicates and evaluation -------------------------------------------------
+
+#: The planted transformations; ``flip`` is a separate, harder case (hashes are not mirror-invariant).
+TRANSFORMS = ("jpeg70", "resize50", "crop5", "watermark", "flip")
+
+
+def _transform(img, kind):
+    from PIL import Image, ImageDraw, ImageOps
+
+    w, h = img.size
+    if kind == "jpeg70":
+        return img, {"format": "JPEG", "quality": 70}
+    if kind == "resize50":
+        return img.resize((max(1, w // 2), max(1, h // 2)), Image.LANCZOS), {}
+    if kind == "crop5":
+        dx, dy = round(w * 0.05), round(h * 0.05)
+        return img.crop((dx, dy, w - dx, h - dy)), {}
+    if kind == "watermark":
+        from PIL import ImageFont
+
+        # small: the text is about 1/14 of the picture's height (at least 8 px), in a corner
+        size = max(8, h // 14)
+        try:
+            font = ImageFont.load_default(size=size)
+        except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+            font = ImageFont.load_default()
+        out = img.copy()
+        draw = ImageDraw.Draw(out)
+        x, y = max(1, w // 50), h - size - max(1, h // 50)
+        draw.text((x + 1, y + 1), "© 2024", fill=(40, 40, 40, 255)[: len(out.getbands())], font=font)
+        draw.text((x, y), "© 2024", fill=(255, 255, 255, 255)[: len(out.getbands())], font=font)
+        return out, {}
+    if kind == "flip":
+        return ImageOps.mirror(img), {}
+    raise SettingsError(f"Unknown transformation {kind!r}; choose from {', '.join(TRANSFORMS)}")
+
+
+def _transparent(path):
+    """The picture as RGBA when it has transparency, else ``None``."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            return im.convert("RGBA")
+    return None
+
+
+def plant_duplicates(sources, out_dir, n=None, transforms=TRANSFORMS, seed=0, copy_originals=True):
+    """Write transformed copies of some images into ``out_dir``; return the ground truth.
+
+    ``sources`` are image files or folders. ``n`` originals are drawn with ``seed``
+    (default: all), and each gets one copy per transformation in ``transforms``
+    (:data:`TRANSFORMS`: JPEG at quality 70, 50 % resize, 5 % crop per side, a
+    small text watermark about 1/14 of the height, a horizontal flip). The JPEG copy
+    of a transparent image is laid on white; the PNG copies keep the transparency. With ``copy_originals`` every source
+    image is copied into ``out_dir/originals`` too, so the folder holds the whole
+    corpus. Returns a DataFrame ``original, copy, transform`` (paths as written).
+    """
+    import random
+
+    files = sorted(str(p) for p in expand_inputs(sources))
+    if not files:
+        raise DataError(f"No images found in {sources}")
+    out_dir = Path(out_dir)
+    (out_dir / "originals").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    chosen = set(rng.sample(files, n) if n is not None and n < len(files) else files)
+    rows, names = [], {}
+    for src in files:
+        stem = Path(src).stem
+        k = names.get(stem, 0)
+        names[stem] = k + 1
+        stem = stem if k == 0 else f"{stem}_{k}"
+        if copy_originals:
+            orig = out_dir / "originals" / f"{stem}{Path(src).suffix.lower()}"
+            if not orig.exists():
+                orig.write_bytes(Path(src).read_bytes())
+            original = str(orig)
+        else:
+            original = src
+        if src not in chosen:
+            continue
+        try:
+            img = load_image(src)  # on white: what a JPEG re-encode of a transparent picture shows
+            rgba = _transparent(src)
+        except ImageLoadError:
+            continue
+        for kind in transforms:
+            # PNG copies keep the transparency of a transparent original, as an edit would
+            out, save = _transform(img if kind == "jpeg70" or rgba is None else rgba, kind)
+            ext = ".jpg" if save.get("format") == "JPEG" else ".png"
+            dest = out_dir / kind / f"{stem}{ext}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            out.save(dest, **save)
+            rows.append((original, str(dest), kind))
+    return pd.DataFrame(rows, columns=["original", "copy", "transform"])
+
+
+def _pair_set(found):
+    """Unordered pairs of path strings from a duplicates table, a mapping or a list of pairs."""
+    pairs = set()
+    if isinstance(found, pd.DataFrame):
+        if {"original", "copy"} <= set(found.columns):
+            it = zip(found["original"], found["copy"])
+        else:
+            ok = found[(found["error"] == "") & (found["group_size"] > 1)]
+            it = (pair for _, g in ok.groupby("group") for pair in itertools.combinations(g["path"], 2))
+    elif isinstance(found, dict):
+        it = ((k, v) for k, vs in found.items() for v in vs)
+    else:
+        it = iter(found)
+    for a, b in it:
+        a, b = str(a), str(b)
+        if a != b:
+            pairs.add((a, b) if a < b else (b, a))
+    return pairs
+
+
+def _closure(pairs):
+    """All pairs within the connected groups of ``pairs`` (copies of one original are duplicates of each other)."""
+    items = sorted({p for pair in pairs for p in pair})
+    index = {p: i for i, p in enumerate(items)}
+    df = pd.DataFrame([(index[a], index[b]) for a, b in pairs], columns=["i", "j"])
+    labels = _groups(len(items), df) if items else []
+    groups = {}
+    for p, lab in zip(items, labels):
+        groups.setdefault(lab, []).append(p)
+    return {tuple(sorted(c)) for g in groups.values() for c in itertools.combinations(g, 2)}
+
+
+def evaluate_duplicates(found, truth, files=None):
+    """Precision and recall of duplicate pairs against a ground truth, in imagededup's terms.
+
+    ``found``: a :func:`find_duplicates` table (all pairs within a group count),
+    a mapping ``file -> [duplicates]`` (imagededup's output) or a list of pairs.
+    ``truth``: the table from :func:`plant_duplicates`, a mapping or pairs; the
+    copies of one original are also duplicates of each other. With ``files``,
+    only pairs of which both members are in ``files`` are counted (to score one
+    transformation on its own). Returns a dict ``precision, recall, f1,
+    true_pairs, found_pairs, correct_pairs``.
+    """
+    found_pairs, true_pairs = _pair_set(found), _closure(_pair_set(truth))
+    if files is not None:
+        keep = {str(f) for f in files}
+        found_pairs = {p for p in found_pairs if p[0] in keep and p[1] in keep}
+        true_pairs = {p for p in true_pairs if p[0] in keep and p[1] in keep}
+    correct = len(found_pairs & true_pairs)
+    precision = correct / len(found_pairs) if found_pairs else 1.0
+    recall = correct / len(true_pairs) if true_pairs else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "true_pairs": len(true_pairs),
+            "found_pairs": len(found_pairs), "correct_pairs": correct}
