@@ -62,8 +62,9 @@ class _RowWorker:
     def _rows(self, paths):
         try:
             rows = list(self.rows_for(paths))
-            if len(rows) != len(paths):
-                raise RuntimeError(f"the rows function returned {len(rows)} rows for {len(paths)} paths")
+            if list(dict.fromkeys(str(row[0]) for row in rows)) != list(paths):
+                raise RuntimeError("the rows function must return rows for every path, in order, "
+                                   "each row starting with its path")
             return rows
         except Exception:
             if len(paths) == 1:
@@ -93,7 +94,8 @@ def map_paths(paths, make_rows, columns, *, address=None, workers=None, chunk_si
 
     ``make_rows`` is a picklable function without arguments, called once in each worker,
     that returns the function doing the work: it takes a list of path strings and returns
-    one row (a list of values in the order of ``columns``) per path, in the same order.
+    rows (lists of values in the order of ``columns``, each starting with its path): one
+    per path, or several (a long table, e.g. the top-k tags of each image), in path order.
     ``columns`` starts with ``"path"`` and includes ``"error"``. ``workers`` is the number
     of worker processes (default: the cluster's CPUs divided by ``cpus_per_worker``).
 

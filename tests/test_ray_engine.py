@@ -140,6 +140,20 @@ def test_map_paths_streams_rows_in_order_and_turns_crashes_into_error_rows(local
     assert "RuntimeError: a library crashed" in bad["error"].iloc[0] and bad["size"].iloc[0] == ""
 
 
+def test_map_paths_takes_several_rows_per_path(local_ray, tmp_path):
+    from imgasdata.ray_engine import map_paths
+
+    def make_rows():
+        def rows(chunk):  # a long table: two tags per file
+            return [[c, rank, ""] for c in chunk for rank in (1, 2)]
+        return rows
+
+    paths = [str(tmp_path / f"f{i}.png") for i in range(5)]
+    df = pd.concat(map_paths(paths, make_rows, ["path", "rank", "error"], workers=1, chunk_size=2))
+    assert df["path"].tolist() == [p for p in paths for _ in (1, 2)]
+    assert df["rank"].tolist() == ["1", "2"] * 5
+
+
 def test_cli_engine_ray(local_ray, trained_run, inputs, tmp_path, capsys):
     from imgasdata.cli import main
 
