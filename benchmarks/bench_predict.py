@@ -17,10 +17,27 @@ For each kind of input —
 * ``decode+preprocess``: ``load_batches`` alone (threads as in predict), and for the photos
   the same without JPEG draft, to show what draft decoding saves.
 
-Target from the issue: predict >= 90% of the bare forward throughput, for each kind.
 The measurements are interleaved and repeated (``--repeats``); the best of each is reported.
 
+``--end-to-end`` (issue 10) instead runs whole processes, one after the other, on two inputs —
+``emoji``: ``--n-emoji`` copies of the sample data's PNGs; ``photos``: ``--n-photos`` JPEGs of
+2000-2800 px built offline from the photographs bundled with scikit-image/scikit-learn
+(``_common.big_photos``) — and compares:
+
+* ``loop``: what a user would otherwise write: a torchvision ``ImageFolder``-style dataset
+  (``default_loader`` = ``PIL.Image.open(...).convert("RGB")``, the run's own eval transform) in a
+  ``DataLoader`` (batch 32, 2 worker processes), the same saved model, softmax, a CSV at the end;
+* ``predict``: ``imgasdata.predict.predict(run, folder, out_csv=...)`` with its defaults;
+* ``ray-1``/``ray-2`` (with ``--ray``): the same with ``engine="ray"`` on a local Ray
+  (``ray.init(num_cpus=2)``) and 1 or 2 workers.
+
+For each: the whole process's wall time, and "work" img/s that leaves out start-up (imports,
+loading the model in the calling process, starting Ray; for Ray the workers' own model
+loading is counted), and the ratio to the loop. The table also gives the fastest bare
+forward pass (``bench_forward.py``'s best configuration) for reference.
+
 Run:  .venv/bin/python benchmarks/bench_predict.py [--data data] [--n-small 256] [--n-large 96]
+      .venv/bin/python benchmarks/bench_predict.py --end-to-end --data data --work /tmp/bench [--ray]
 """
 
 from __future__ import annotations
@@ -61,6 +78,16 @@ def parse_args(argv=None):
     p.add_argument("--no-diagnose", dest="diagnose", action="store_false",
                    help="skip the forward-pass diagnosis (batch size / memory format / page faults) "
                         "and the what-if pipeline")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="whole processes: predict vs a plain torchvision DataLoader loop (and Ray with --ray)")
+    p.add_argument("--n-emoji", type=int, default=500, help="--end-to-end: emoji PNGs (default 500)")
+    p.add_argument("--n-photos", type=int, default=300, help="--end-to-end: 2000-2800 px photos (default 300)")
+    p.add_argument("--ray", action="store_true", help="--end-to-end: also predict(engine='ray'), 1 and 2 workers")
+    p.add_argument("--n-ray", type=int, default=1000, help="--end-to-end --ray: emoji images for Ray (default 1000)")
+    p.add_argument("--engines", default="loop,predict", help="--end-to-end: which, of loop,predict,ray-1,ray-2")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
+    p.add_argument("--csv", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -289,8 +316,177 @@ def what_if_pipeline(model, paths, pre, args, chunk=4, channels_last=False):
     return max(bare), max(pipe)
 
 
+# --- end to end, as whole processes ----------------------------------------------------------
+
+def child_loop(run_dir, folder, csv_path):
+    """The baseline: an ImageFolder-style DataLoader loop (batch 32, 2 workers), as a user would write it."""
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision.datasets.folder import default_loader
+
+    from imgasdata.images import list_images
+    from imgasdata.models import load_model
+    from imgasdata.transforms import build_transform
+
+    t0 = time.perf_counter()
+    model, manifest = load_model(run_dir)
+    tf = build_transform(manifest["preprocessing"], train=False)
+    paths = list_images(folder)
+
+    class Files(Dataset):
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            return tf(default_loader(str(paths[i])))
+
+    t1 = time.perf_counter()
+    probs = []
+    with torch.no_grad():
+        for x in DataLoader(Files(), batch_size=32, num_workers=2):
+            probs.append(torch.softmax(model(x), dim=1))
+    p = torch.cat(probs).numpy()
+    classes = manifest["classes"]
+    df = pd.DataFrame({"path": [str(x) for x in paths], "label": [classes[i] for i in p.argmax(1)]})
+    for k, c in enumerate(classes):
+        df[f"prob_{c}"] = p[:, k].round(6)
+    df.to_csv(csv_path, index=False)
+    return {"n": len(paths), "startup_s": t1 - t0, "work_s": time.perf_counter() - t1}
+
+
+def child_predict(run_dir, folder, csv_path, engine="torch", ray_workers=None):
+    """``imgasdata.predict.predict`` with its defaults, timing the model load (and Ray's start) apart."""
+    import imgasdata.predict as P
+
+    timer = Timer()
+    t0 = time.perf_counter()
+    kwargs = {}
+    if engine == "ray":
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        kwargs = {"engine": "ray", "workers": ray_workers}
+    t1 = time.perf_counter()
+    with patched(P, load_model=timer.wrap("load_model", P.load_model)):
+        df = P.predict(run_dir, [folder], out_csv=csv_path, progress=False, **kwargs)
+    total = time.perf_counter() - t1
+    load = timer.seconds.get("load_model", 0.0) if engine != "ray" else 0.0
+    return {"n": len(df), "errors": int((df["error"] != "").sum()), "startup_s": (t1 - t0) + load,
+            "work_s": total - load}
+
+
+def run_child(engine, run_dir, folder, csv_path):
+    import json
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--child", engine, "--work", str(Path(run_dir).parent), "--folder", str(folder),
+           "--csv", str(csv_path)]
+    t = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"{engine} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = wall
+    return result
+
+
+def emoji_folder(root, work, n):
+    """``n`` of the sample data's PNGs copied into one folder (cycling through them if there are fewer)."""
+    import shutil
+
+    from imgasdata.images import list_images
+
+    files = [p for task in ("binary", "multiclass") for p in list_images(root / task)]
+    folder = work / f"emoji_{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        target = folder / f"{i:05d}_{files[i % len(files)].name}"
+        if not target.is_file():
+            shutil.copyfile(files[i % len(files)], target)
+    return folder
+
+
+def end_to_end(args, root, work):
+    from _common import big_photos
+
+    run_dir = make_run(args.backbone, work)
+    inputs = {"emoji": emoji_folder(root, work, args.n_emoji)}
+    big_photos(work / "photos", args.n_photos)
+    inputs["photos"] = work / "photos"
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.ray:
+        inputs[f"emoji ×{args.n_ray}"] = emoji_folder(root, work, args.n_ray)
+    print(machine_header("bench_predict --end-to-end"))
+    rows = []
+    for kind, folder in inputs.items():
+        todo = [e for e in engines if not e.startswith("ray")]
+        if kind.startswith("emoji ×"):
+            todo = ["predict", "ray-1", "ray-2"]
+        results = {}
+        for engine in todo:
+            r = run_child(engine, run_dir, folder, work / f"e2e_{_slug(kind)}_{engine}.csv")
+            results[engine] = r
+            print(f"  {kind:12s} {engine:8s} {r['n']} images: process {r['wall_s']:.1f} s, start-up "
+                  f"{r['startup_s']:.1f} s, work {r['work_s']:.1f} s = {r['n'] / r['work_s']:.1f} img/s; "
+                  f"load avg {loadavg()}", flush=True)
+        base = results.get("loop") or results.get("predict")
+        for engine, r in results.items():
+            rows.append({"input": kind, "engine": engine, "images": r["n"],
+                         "process s": round(r["wall_s"], 1), "work img/s": round(r["n"] / r["work_s"], 1),
+                         "process img/s": round(r["n"] / r["wall_s"], 1),
+                         "baseline": "loop" if "loop" in results else "predict",
+                         "work × baseline": round(base["work_s"] / r["work_s"], 2)})
+        same = _same_labels(work, kind, results)
+        if same:
+            print(f"  {kind}: {same}")
+    print()
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"load avg now {loadavg()}")
+
+
+def _slug(kind):
+    return "".join(c if c.isalnum() else "_" for c in kind)
+
+
+def _same_labels(work, kind, results):
+    frames = {e: pd.read_csv(work / f"e2e_{_slug(kind)}_{e}.csv", keep_default_na=False) for e in results}
+    if "predict" not in frames:
+        return ""
+    ref = frames["predict"].sort_values("path").reset_index(drop=True)
+    probs = [c for c in ref.columns if c.startswith("prob_")]
+    notes = []
+    for e, df in frames.items():
+        if e == "predict":
+            continue
+        df = df.sort_values("path").reset_index(drop=True)
+        same = (df["label"] == ref["label"]).mean()
+        diff = (df[probs].astype(float) - ref[probs].astype(float)).abs().to_numpy().max()
+        notes.append(f"{e}: labels equal to predict's {same:.1%}, max |prob diff| {diff:.1e}")
+    return "; ".join(notes)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.child:
+        import json
+
+        warnings.simplefilter("ignore")
+        run_dir = Path(args.work) / "run"
+        if args.child == "loop":
+            result = child_loop(run_dir, args.folder, args.csv)
+        elif args.child.startswith("ray-"):
+            result = child_predict(run_dir, args.folder, args.csv, "ray", int(args.child.split("-")[1]))
+        else:
+            result = child_predict(run_dir, args.folder, args.csv)
+        print(json.dumps(result))
+        return
+    if args.end_to_end:
+        warnings.simplefilter("ignore")
+        root = sample_data(args.data)
+        work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="imgasdata_bench_predict_"))
+        work.mkdir(parents=True, exist_ok=True)
+        end_to_end(args, root, work)
+        return
     warnings.simplefilter("ignore")
     if args.threads is not None:
         torch.set_num_threads(args.threads)

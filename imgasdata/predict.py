@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .batches import forward, load_batches
-from .errors import DataError
+from .batches import decode_threads, for_inference, forward, load_batches
+from .errors import DataError, SettingsError
 from .images import expand_inputs
 from .models import pick_device
 from .progress import progress as progress_bar
@@ -23,10 +23,54 @@ from .runs import load_model
 from .settings import DEFAULT_BACKBONE
 from .transforms import build_transform, decode_size
 
+ENGINES = ("torch", "ray")
 
-@torch.no_grad()
+
+class Labeller:
+    """A loaded run as a function from image paths to CSV rows: what :func:`predict` runs, on one machine or many.
+
+    Calling it on a list of paths returns one row per path, in order —
+    ``[path, label, prob_<class>..., error]`` — with an empty label and the reason in
+    ``error`` for a file that cannot be read. :meth:`batches` yields the rows batch by
+    batch, decoding the next batch while the model works on this one.
+    """
+
+    def __init__(self, run, device="auto", batch_size=32, workers=None):
+        model, manifest = load_model(run, device="cpu") if not isinstance(run, tuple) else run
+        self.device = pick_device(device)
+        self.model = for_inference(model, self.device)
+        self.classes = list(manifest["classes"])
+        self.pre = manifest["preprocessing"]
+        self.columns = ["path", "label"] + [f"prob_{c}" for c in self.classes] + ["error"]
+        self.batch_size = int(batch_size)
+        self.workers = decode_threads() if workers is None else int(workers)
+        self.transform = build_transform(self.pre, train=False)
+
+    @torch.no_grad()
+    def batches(self, paths):
+        """Yield the rows of ``paths`` one batch at a time, in input order."""
+        paths = list(paths)
+        empty = [""] * len(self.classes)
+        for positions, batch, errors in load_batches(paths, self.transform, self.batch_size,
+                                                     decode_size(self.pre), self.workers):
+            rows = {j: [str(paths[j]), ""] + empty + [msg] for j, msg in errors.items()}
+            if batch is not None:
+                probs = torch.softmax(forward(self.model, batch, self.device).float(), dim=1).cpu()
+                for j, p in zip(positions, probs):
+                    rows[j] = [str(paths[j]), self.classes[int(p.argmax())]] + [round(float(v), 6) for v in p] + [""]
+            yield [rows[j] for j in sorted(rows)]
+
+    def __call__(self, paths):
+        return [row for rows in self.batches(paths) for row in rows]
+
+
+def _ray_labeller(run, device, batch_size):
+    """Built once in each Ray worker: the run loaded there, decoding in one thread beside the model."""
+    return Labeller(run, device=device, batch_size=batch_size, workers=1)
+
+
 def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto",
-            workers=2, progress=True):
+            workers=None, progress=True, engine="torch", address=None):
     """Label images with a saved run and return the rows as a DataFrame.
 
     ``run`` is a run folder (or a ``(model, manifest)`` pair); ``inputs`` are
@@ -34,13 +78,31 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
     batch by batch as they are computed; with ``resume=True`` paths already in
     ``out_csv`` are skipped, so an interrupted job carries on where it stopped.
     Unreadable files get a row with an empty label and the reason in ``error``.
+
+    ``engine="torch"`` (the default) runs here, decoding in ``workers`` threads
+    (default: half the CPU cores, at least 2) beside the model. ``engine="ray"`` runs on the Ray
+    cluster at ``address`` (default: a local one, or the one ``ray.init`` already
+    connected to) in ``workers`` worker processes (default: one per CPU), each loading
+    the run once; rows are written here as they arrive, in the same order and format,
+    so the CSV and ``resume`` are the same. Needs ``pip install "imgasdata[ray]"``, and the
+    run folder and images under the same paths on every node.
     """
-    model, manifest = load_model(run, device="cpu") if not isinstance(run, tuple) else run
-    dev = pick_device(device)
-    model = model.to(dev).eval()
-    classes = list(manifest["classes"])
-    pre = manifest["preprocessing"]
-    columns = ["path", "label"] + [f"prob_{c}" for c in classes] + ["error"]
+    if engine not in ENGINES:
+        raise SettingsError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if workers is not None and int(workers) < 1:
+        raise SettingsError(f"workers must be at least 1, got {workers}")
+    if int(batch_size) < 1:
+        raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
+    if engine == "ray":
+        from .ray_engine import start_ray
+
+        start_ray(address)  # says in one sentence if Ray is missing, before any work
+        manifest = load_model(run, device="cpu")[1] if not isinstance(run, tuple) else run[1]
+        classes = list(manifest["classes"])
+        columns = ["path", "label"] + [f"prob_{c}" for c in classes] + ["error"]
+    else:
+        labeller = Labeller(run, device=device, batch_size=batch_size, workers=workers)
+        classes, columns = labeller.classes, labeller.columns
     paths = expand_inputs(inputs)
 
     done = set()
@@ -59,22 +121,25 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
     # the header goes into a new file only: a resumed CSV may hold it without any rows yet
     new_file = out_csv is not None and not out_csv.exists()
 
+    if engine == "ray":
+        from functools import partial
+
+        from .ray_engine import map_paths
+
+        work = partial(_ray_labeller, str(run) if not isinstance(run, tuple) else run, device, batch_size)
+        row_batches = (df.values.tolist() for df in map_paths(todo, work, columns, address=address,
+                                                               workers=workers, chunk_size=batch_size))
+    else:
+        row_batches = labeller.batches(todo)
+
     rows = []
     handle = open(out_csv, "a", newline="") if out_csv is not None else None
     try:
         writer = csv.writer(handle) if handle else None
         if writer and new_file:
             writer.writerow(columns)
-        transform = build_transform(pre, train=False)
         bar = progress_bar(total=len(todo), desc="labelling images", unit="img", enabled=progress)
-        for positions, batch, errors in load_batches(todo, transform, batch_size, decode_size(pre), workers):
-            batch_rows = {j: [str(todo[j]), ""] + [""] * len(classes) + [msg] for j, msg in errors.items()}
-            if batch is not None:
-                probs = torch.softmax(forward(model, batch, dev).float(), dim=1).cpu()
-                for j, p in zip(positions, probs):
-                    batch_rows[j] = [str(todo[j]), classes[int(p.argmax())]] + \
-                        [round(float(v), 6) for v in p] + [""]
-            ordered = [batch_rows[j] for j in sorted(batch_rows)]
+        for ordered in row_batches:
             if writer:
                 writer.writerows(ordered)
                 handle.flush()
@@ -110,12 +175,13 @@ def imagenet_labels(inputs, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, 
 
     names = imagenet_classes()
     dev = pick_device(device)
-    model = imagenet_model(backbone, weights).to(dev)
+    model = for_inference(imagenet_model(backbone, weights), dev)
     pre = default_preprocessing(backbone)
     paths = expand_inputs(inputs)
     rows = []
     bar = progress_bar(total=len(paths), desc="ImageNet labels", unit="img", enabled=progress)
-    for positions, batch, errors in load_batches(paths, build_transform(pre), batch_size, decode_size(pre)):
+    for positions, batch, errors in load_batches(paths, build_transform(pre), batch_size, decode_size(pre),
+                                                 decode_threads()):
         found = {j: [] for j in positions}
         if batch is not None:
             probs = torch.softmax(forward(model, batch, dev).float(), dim=1).cpu()
