@@ -8,7 +8,13 @@ Prints plain-text tables; asserts nothing about time (this is not a test).
   SIGKILL after a few answers, then re-run; the store's call log says how many calls the
   second run made and whether any went to an image answered before the kill.
 
-Usage: ``python benchmarks/bench_autotag.py [--data DATA]`` (needs boto3 and moto[server]).
+* ``--ray``: each offline tagger on ``--n-ray`` (100) Twemoji on one machine
+  (``engine="torch"``) and on a local ``ray.init(num_cpus=2)`` with 1 and 2 workers; each
+  call's wall time includes loading the tagger's model (here, or once in every Ray worker),
+  starting Ray does not (it is printed once).
+
+Usage: ``python benchmarks/bench_autotag.py [--data DATA] [--ray [--n-ray N]]``
+(the resume part needs boto3 and moto[server]).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import sample_data
+from _common import loadavg, sample_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,11 +107,49 @@ def resume(n=40):
     print(f"{n:>7} {len(before):>24} {first:>15} {len(second):>15} {repeated:>9} {n - len(second):>12}")
 
 
+def on_ray(data, n=100):
+    """Images per second of each offline tagger on one machine and on a local Ray with 1 and 2 workers."""
+    import logging
+
+    import ray
+
+    from imgasdata.autotag.local import tag_faces, tag_imagenet, tag_text
+
+    paths = sorted((data / "binary").rglob("*.png"))[:n]
+    print(f"\n{len(paths)} Twemoji (72 px); load average at start {loadavg()}")
+    t = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
+    print(f"starting a local Ray (num_cpus=2): {time.perf_counter() - t:.1f} s")
+    rows = []
+    for name, func in (("imagenet top-5", tag_imagenet), ("faces (dlib)", tag_faces), ("ocr (RapidOCR)", tag_text)):
+        base = None
+        for engine, workers in (("torch", None), ("ray", 1), ("ray", 2)):
+            t = time.perf_counter()
+            table = func(paths, progress=False, engine=engine, workers=workers)
+            seconds = time.perf_counter() - t
+            if base is None:
+                base, reference = seconds, table
+            same = table.to_csv(index=False) == reference.to_csv(index=False)
+            rows.append((name, engine if engine == "torch" else f"ray, {workers} worker{'s' * (workers > 1)}",
+                         seconds, len(paths) / seconds, base / seconds, same))
+    ray.shutdown()
+    print(f"\n{'tagger':<16} {'engine':<15} {'call s':>7} {'img/s':>7} {'vs torch':>9} {'same CSV':>9}")
+    for name, engine, seconds, rate, ratio, same in rows:
+        print(f"{name:<16} {engine:<15} {seconds:7.1f} {rate:7.1f} {ratio:9.2f} {str(same):>9}")
+    print(f"load average at end {loadavg()}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="sample-data folder (default: build one)")
+    ap.add_argument("--ray", action="store_true", help="only the Ray comparison of the offline taggers")
+    ap.add_argument("--n-ray", type=int, default=100, help="images for the Ray comparison")
     a = ap.parse_args()
-    offline(sample_data(a.data))
+    data = sample_data(a.data)
+    if a.ray:
+        on_ray(data, a.n_ray)
+        return
+    offline(data)
     resume()
 
 

@@ -162,7 +162,47 @@ def _as_frame(rows, columns, classes):
     return df
 
 
-@torch.no_grad()
+class ImagenetLabeller:
+    """An ImageNet-pretrained CNN as a function from image paths to its top-``k`` classes (the model loaded once).
+
+    :meth:`batches` yields, batch by batch and in input order, ``k`` dicts per readable
+    image (``path``, ``rank``, ``label``, ``prob``, ``error``) and one dict with ``rank`` 0
+    and the reason in ``error`` per unreadable file. Shared by :func:`imagenet_labels` and
+    the ImageNet autotagger, on one machine or in each Ray worker.
+    """
+
+    def __init__(self, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, batch_size=16, device="auto",
+                 workers=None):
+        from .models import default_preprocessing, imagenet_classes, imagenet_model
+
+        self.names = imagenet_classes()
+        self.device = pick_device(device)
+        self.model = for_inference(imagenet_model(backbone, weights), self.device)
+        self.pre = default_preprocessing(backbone)
+        self.transform = build_transform(self.pre)
+        self.k = int(k)
+        self.batch_size = int(batch_size)
+        self.workers = decode_threads() if workers is None else int(workers)
+
+    @torch.no_grad()
+    def batches(self, paths):
+        """Yield the rows of ``paths`` one batch at a time, in input order."""
+        paths = list(paths)
+        for positions, batch, errors in load_batches(paths, self.transform, self.batch_size,
+                                                     decode_size(self.pre), self.workers):
+            found = {j: [] for j in positions}
+            if batch is not None:
+                probs = torch.softmax(forward(self.model, batch, self.device).float(), dim=1).cpu()
+                top = probs.topk(self.k, dim=1)
+                for j, values, indices in zip(positions, top.values, top.indices):
+                    found[j] = [{"path": str(paths[j]), "rank": r + 1, "label": self.names[int(i)],
+                                 "prob": round(float(v), 4), "error": ""}
+                                for r, (v, i) in enumerate(zip(values, indices))]
+            for j, msg in errors.items():
+                found[j] = [{"path": str(paths[j]), "rank": 0, "label": "", "prob": float("nan"), "error": msg}]
+            yield [row for j in sorted(found) for row in found[j]]
+
+
 def imagenet_labels(inputs, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, batch_size=16,
                     device="auto", progress=False):
     """What an ImageNet-pretrained CNN "sees": its top-``k`` ImageNet classes per image.
@@ -171,30 +211,13 @@ def imagenet_labels(inputs, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, 
     ``label`` and ``prob``; unreadable files get one row with ``rank`` 0 and the
     reason in ``error``. Useful as an off-the-shelf autotagger before any fine-tuning.
     """
-    from .models import default_preprocessing, imagenet_classes, imagenet_model
-
-    names = imagenet_classes()
-    dev = pick_device(device)
-    model = for_inference(imagenet_model(backbone, weights), dev)
-    pre = default_preprocessing(backbone)
+    labeller = ImagenetLabeller(backbone, weights, k, batch_size, device)
     paths = expand_inputs(inputs)
     rows = []
     bar = progress_bar(total=len(paths), desc="ImageNet labels", unit="img", enabled=progress)
-    for positions, batch, errors in load_batches(paths, build_transform(pre), batch_size, decode_size(pre),
-                                                 decode_threads()):
-        found = {j: [] for j in positions}
-        if batch is not None:
-            probs = torch.softmax(forward(model, batch, dev).float(), dim=1).cpu()
-            top = probs.topk(k, dim=1)
-            for j, values, indices in zip(positions, top.values, top.indices):
-                found[j] = [{"path": str(paths[j]), "rank": r + 1, "label": names[int(i)],
-                             "prob": round(float(v), 4), "error": ""}
-                            for r, (v, i) in enumerate(zip(values, indices))]
-        for j, msg in errors.items():
-            found[j] = [{"path": str(paths[j]), "rank": 0, "label": "", "prob": float("nan"), "error": msg}]
-        for j in sorted(found):
-            rows += found[j]
-        bar.update(len(found))
+    for batch in labeller.batches(paths):
+        rows += batch
+        bar.update(sum(r["rank"] <= 1 for r in batch))  # one rank-1 (or rank-0 error) row per image
     bar.close()
     return pd.DataFrame(rows, columns=["path", "rank", "label", "prob", "error"])
 

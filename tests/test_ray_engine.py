@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import PAIR, make_image_file
+from ray_fixtures import local_ray  # noqa: F401  (the session's one local Ray)
 
 from imgasdata.errors import MissingExtraError, SettingsError
 from imgasdata.predict import predict
@@ -18,19 +19,6 @@ pytest.importorskip("ray.data")
 
 PROB_COLUMNS = [f"prob_{c}" for c in PAIR]
 COLUMNS = ["path", "label", *PROB_COLUMNS, "error"]
-
-
-@pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray for the whole test session (starting one takes ~10 s)."""
-    import logging
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture
@@ -63,7 +51,8 @@ def assert_same_rows(got, expected):
     assert (got.loc[~ok, PROB_COLUMNS] == "").all().all()
 
 
-def test_ray_gives_the_single_machine_csv_bad_files_included(local_ray, trained_run, inputs, tmp_path):
+@pytest.mark.usefixtures("local_ray")
+def test_ray_gives_the_single_machine_csv_bad_files_included(trained_run, inputs, tmp_path):
     run_dir = trained_run[0]
     expected = predict(run_dir, inputs, tmp_path / "torch.csv", batch_size=4, progress=False)
     got = predict(run_dir, inputs, tmp_path / "ray.csv", batch_size=4, progress=False, engine="ray", workers=2)
@@ -84,7 +73,8 @@ def test_ray_gives_the_single_machine_csv_bad_files_included(local_ray, trained_
                                atol=1e-5)
 
 
-def test_ray_resumes_an_interrupted_run(local_ray, trained_run, inputs, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("local_ray")
+def test_ray_resumes_an_interrupted_run(trained_run, inputs, tmp_path, monkeypatch):
     import imgasdata.ray_engine as engine
 
     run_dir, out = trained_run[0], tmp_path / "ray.csv"
@@ -113,7 +103,8 @@ def test_ray_resumes_an_interrupted_run(local_ray, trained_run, inputs, tmp_path
     assert len(again) == 14
 
 
-def test_map_paths_streams_rows_in_order_and_turns_crashes_into_error_rows(local_ray, tmp_path):
+@pytest.mark.usefixtures("local_ray")
+def test_map_paths_streams_rows_in_order_and_turns_crashes_into_error_rows(tmp_path):
     from imgasdata.ray_engine import map_paths
 
     paths = [tmp_path / f"f{i:02d}.txt" for i in range(9)]
@@ -140,7 +131,8 @@ def test_map_paths_streams_rows_in_order_and_turns_crashes_into_error_rows(local
     assert "RuntimeError: a library crashed" in bad["error"].iloc[0] and bad["size"].iloc[0] == ""
 
 
-def test_map_paths_takes_several_rows_per_path(local_ray, tmp_path):
+@pytest.mark.usefixtures("local_ray")
+def test_map_paths_takes_several_rows_per_path(tmp_path):
     from imgasdata.ray_engine import map_paths
 
     def make_rows():
@@ -154,7 +146,8 @@ def test_map_paths_takes_several_rows_per_path(local_ray, tmp_path):
     assert df["rank"].tolist() == ["1", "2"] * 5
 
 
-def test_cli_engine_ray(local_ray, trained_run, inputs, tmp_path, capsys):
+@pytest.mark.usefixtures("local_ray")
+def test_cli_engine_ray(trained_run, inputs, tmp_path, capsys):
     from imgasdata.cli import main
 
     out = tmp_path / "cli.csv"

@@ -1,7 +1,7 @@
 """Command-line subcommands of this chapter, added to the ``imgasdata`` parser by :mod:`imgasdata.cli`.
 
 * ``imgasdata autotag rekognition labels|celebrities|faces|text|moderation PATH... --out DIR``
-* ``imgasdata autotag local imagenet|faces|ocr PATH... --out DIR``
+* ``imgasdata autotag local imagenet|faces|ocr PATH... --out DIR [--engine ray --address ADDR --workers N]``
 * ``imgasdata validate-tags TAGS.csv GOLD.csv --concept NAME --labels LABEL...``
 """
 
@@ -53,13 +53,14 @@ def cmd_rekognition(a):
 def cmd_local(a):
     from .local import tag_faces, tag_imagenet, tag_text
 
+    engine = {"engine": a.engine, "address": a.address, "workers": a.workers}
     if a.tagger == "imagenet":
         table = tag_imagenet(a.paths, k=a.k, backbone=a.backbone, min_confidence=a.min_confidence or 0.0,
-                             device=a.device)
+                             device=a.device, **engine)
     elif a.tagger == "faces":
-        table = tag_faces(a.paths, reference_faces=a.reference_faces, tolerance=a.tolerance)
+        table = tag_faces(a.paths, reference_faces=a.reference_faces, tolerance=a.tolerance, **engine)
     else:
-        table = tag_text(a.paths, min_confidence=a.min_confidence or 0.0)
+        table = tag_text(a.paths, min_confidence=a.min_confidence or 0.0, **engine)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{a.tagger}.csv", index=False)
@@ -137,6 +138,14 @@ def add_commands(sub):
     loc.add_argument("--backbone", default="efficientnet_lite0", help="imagenet: the pretrained CNN")
     loc.add_argument("--min-confidence", type=float, default=None, help="0-100: drop weaker labels")
     loc.add_argument("--device", default="auto")
+    loc.add_argument("--engine", default="torch", choices=["torch", "ray"],
+                     help="torch: this machine; ray: a Ray cluster (pip install \"imgasdata[ray]\"), "
+                          "each worker loading the tagger once; the same CSV")
+    loc.add_argument("--address", default=None,
+                     help="ray: the cluster to join (e.g. auto, or ray://HOST:10001); default: a local Ray")
+    loc.add_argument("--workers", type=int, default=None,
+                     help="ray: worker processes (default: one per CPU of the cluster); "
+                          "torch: decoding threads of the ImageNet tagger")
     loc.set_defaults(func=cmd_local)
 
     v = sub.add_parser("validate-tags", help="compare a tagger's labels with gold labels (confusion matrix, "

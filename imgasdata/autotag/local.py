@@ -15,11 +15,19 @@ Every table has ``image``, ``label``, ``confidence`` (0-100, like Rekognition),
 as it reads Rekognition's. An image where nothing is found still gets one row
 with an empty label; an unreadable file gets one row with the reason in ``error``.
 dlib and RapidOCR are optional extras (``faces``, ``ocr``).
+
+Each tagger is a class (:class:`ImagenetTagger`, :class:`FaceTagger`, :class:`TextTagger`)
+that loads its model once and turns a list of paths into rows; the ``tag_*`` functions run
+it here (``engine="torch"``) or in a pool of Ray workers (``engine="ray"``, through
+:func:`imgasdata.ray_engine.map_paths`), so both engines run the same per-file code and
+return the same table in the same order.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +42,7 @@ FACE_COLUMNS = ["image", "label", "confidence", "face", "person", "distance", "d
                 "box_top", "box_width", "box_height", "model_version", "error"]
 TEXT_COLUMNS = ["image", "label", "confidence", "line", "box_left", "box_top", "box_width", "box_height",
                 "model_version", "error"]
+ENGINES = ("torch", "ray")
 
 
 def _pkg_version(name):
@@ -48,37 +57,131 @@ def _empty_row(image, model_version, error=""):
             "error": error}
 
 
+class _Tagger:
+    """Common part of the taggers: ``columns``, which of them hold numbers, and rows as lists.
+
+    A subclass loads its model in ``__init__`` and yields dict rows (keys from ``columns``)
+    batch by batch from :meth:`batches`, every path's rows together and in input order.
+    """
+
+    columns: tuple = ()
+    numeric: tuple = ()
+
+    def batches(self, paths):
+        raise NotImplementedError
+
+    def row_batches(self, paths):
+        """The rows of :meth:`batches` as lists in ``columns`` order (a missing cell is ``None``)."""
+        for batch in self.batches(paths):
+            yield [[row.get(c) for c in self.columns] for row in batch]
+
+    def __call__(self, paths):
+        """All rows of ``paths`` as lists, each starting with its path: what a Ray worker runs on a chunk."""
+        return [row for batch in self.row_batches(paths) for row in batch]
+
+
+def _table(rows, tagger_class):
+    """The tidy DataFrame of list rows, typed the same whether the cells are values (here) or text (from Ray)."""
+    df = pd.DataFrame(rows, columns=tagger_class.columns)
+    for c in tagger_class.columns:
+        if c in tagger_class.numeric:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+        else:
+            df[c] = df[c].fillna("").astype(str)
+    return df
+
+
+def _run(tagger_class, options, inputs, desc, progress, engine, address, workers, chunk_size, tagger=None):
+    """Run a tagger over ``inputs`` here or on Ray, with a progress bar; return its tidy table.
+
+    ``options`` are the tagger's keyword arguments (sent to every Ray worker, which builds
+    its own tagger once); ``tagger`` is an already built one to use here.
+    """
+    paths = expand_inputs(inputs)
+    bar = progress_bar(total=len(paths), desc=desc, unit="img", enabled=progress)
+    rows = []
+    if engine == "ray":
+        from ..ray_engine import map_paths
+
+        columns = ["path", *tagger_class.columns[1:]]  # map_paths' rule: rows start with their path
+        for df in map_paths(paths, partial(tagger_class, **options), columns, address=address, workers=workers,
+                            chunk_size=chunk_size):
+            rows += df.values.tolist()
+            bar.update(len(dict.fromkeys(df["path"])))
+    else:
+        tagger = tagger or tagger_class(**options)
+        for batch in tagger.row_batches(paths):
+            rows += batch
+            bar.update(len(dict.fromkeys(row[0] for row in batch)))
+    bar.close()
+    return _table(rows, tagger_class)
+
+
+def _check_engine(engine, address, workers):
+    """Refuse a wrong engine or worker count, and start (or join) Ray before any model is loaded."""
+    if engine not in ENGINES:
+        raise SettingsError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if workers is not None and int(workers) < 1:
+        raise SettingsError(f"workers must be at least 1, got {workers}")
+    if engine == "ray":
+        from ..ray_engine import start_ray
+
+        start_ray(address)  # one sentence if Ray is missing
+
+
 # ------------------------------------------------------------------------- ImageNet
 
 
+class ImagenetTagger(_Tagger):
+    """The ImageNet tagger's model, loaded once: paths to tidy top-``k`` rows (see :func:`tag_imagenet`)."""
+
+    columns = IMAGENET_COLUMNS
+    numeric = ("confidence", "rank")
+
+    def __init__(self, k=5, backbone="efficientnet_lite0", weights="imagenet", min_confidence=0.0, batch_size=16,
+                 device="auto", threads=None):
+        from ..predict import ImagenetLabeller
+
+        self.labeller = ImagenetLabeller(backbone, weights, int(k), batch_size, device, workers=threads)
+        self.min_confidence = float(min_confidence)
+        self.model_version = f"{backbone} ({weights} weights, imgasdata {_pkg_version('imgasdata')}, " \
+                             f"torchvision {_pkg_version('torchvision')})"
+
+    def batches(self, paths):
+        for raw in self.labeller.batches(paths):
+            rows = []
+            for image, group in groupby(raw, key=lambda r: r["path"]):
+                group = list(group)
+                if group[0]["error"]:
+                    rows.append(_empty_row(image, self.model_version, group[0]["error"]))
+                    continue
+                kept = [r for r in group if r["prob"] * 100 >= self.min_confidence]
+                if not kept:
+                    rows.append(_empty_row(image, self.model_version))
+                rows += [{"image": image, "label": r["label"], "confidence": round(float(r["prob"]) * 100, 2),
+                          "rank": int(r["rank"]), "model_version": self.model_version, "error": ""} for r in kept]
+            yield rows
+
+
 def tag_imagenet(inputs, k=5, backbone="efficientnet_lite0", weights="imagenet", min_confidence=0.0,
-                 batch_size=16, device="auto", progress=True):
+                 batch_size=16, device="auto", progress=True, engine="torch", address=None, workers=None):
     """Top-``k`` ImageNet classes per image as tidy rows (``confidence`` = probability x 100).
 
     Classes under ``min_confidence`` are dropped; an image left with none keeps
-    one row with an empty label.
+    one row with an empty label. ``engine="ray"`` runs on the Ray cluster at ``address``
+    (default: a local one) in ``workers`` processes (default: one per CPU), each loading
+    the model once, in chunks of ``batch_size`` images; the table is the same as here.
+    On one machine ``workers`` is the number of decoding threads.
     """
-    from ..predict import imagenet_labels
-
     if int(k) < 1:
         raise SettingsError(f"k must be at least 1, not {k}")
-    model_version = f"{backbone} ({weights} weights, imgasdata {_pkg_version('imgasdata')}, " \
-                    f"torchvision {_pkg_version('torchvision')})"
-    raw = imagenet_labels(inputs, backbone=backbone, weights=weights, k=int(k), batch_size=batch_size,
-                          device=device, progress=progress)
-    rows = []
-    for image, group in raw.groupby("path", sort=False):
-        err = group["error"].iloc[0]
-        if err:
-            rows.append(_empty_row(image, model_version, err))
-            continue
-        kept = group[group["prob"] * 100 >= float(min_confidence)]
-        if kept.empty:
-            rows.append(_empty_row(image, model_version))
-        for r in kept.itertuples():
-            rows.append({"image": str(image), "label": r.label, "confidence": round(float(r.prob) * 100, 2),
-                         "rank": int(r.rank), "model_version": model_version, "error": ""})
-    return pd.DataFrame(rows, columns=IMAGENET_COLUMNS)
+    _check_engine(engine, address, workers)
+    options = {"k": int(k), "backbone": backbone, "weights": weights, "min_confidence": min_confidence,
+               "batch_size": batch_size, "device": device}
+    # a Ray worker decodes in one thread beside its model: the cluster's parallelism is the workers
+    options["threads"] = 1 if engine == "ray" else workers
+    return _run(ImagenetTagger, options, inputs, "ImageNet tags", progress, engine, address, workers,
+                chunk_size=int(batch_size))
 
 
 # ------------------------------------------------------------------------- faces
@@ -142,7 +245,55 @@ def reference_encodings(folder, models=None, upsample=1, max_side=1600):
     return pd.DataFrame(rows)
 
 
-def tag_faces(inputs, reference_faces=None, tolerance=0.6, upsample=1, max_side=1600, progress=True):
+class FaceTagger(_Tagger):
+    """dlib's face models, loaded once: paths to one row per detected face (see :func:`tag_faces`).
+
+    ``references`` is ``(persons, encodings)`` — the names and an ``(n, 128)`` array from
+    :func:`reference_encodings` — or ``None`` to find faces without naming them.
+    """
+
+    columns = FACE_COLUMNS
+    numeric = ("confidence", "face", "distance", "detector_score", "box_left", "box_top", "box_width", "box_height")
+
+    def __init__(self, references=None, tolerance=0.6, upsample=1, max_side=1600, models=None):
+        self.models = models or FaceModels()
+        self.persons, self.matrix = references if references is not None else (None, None)
+        self.tolerance = float(tolerance)
+        self.upsample = upsample
+        self.max_side = max_side
+
+    def batches(self, paths):
+        for path in paths:
+            yield self.rows(path)
+
+    def rows(self, path):
+        """The rows of one image: one per face, or one with an empty label (none found) or an error."""
+        version = self.models.version
+        try:
+            array = _as_array(path, self.max_side)
+        except UserError as exc:
+            return [_empty_row(path, version, str(exc))]
+        h, w = array.shape[:2]
+        rows = []
+        for k, ((left, top, right, bottom), score, enc) in enumerate(self.models.faces(array, self.upsample), 1):
+            row = {"image": str(path), "label": "face", "confidence": 100.0, "face": k, "person": "",
+                   "distance": float("nan"), "detector_score": round(score, 4),
+                   "box_left": max(left, 0) / w, "box_top": max(top, 0) / h,
+                   "box_width": (min(right, w) - max(left, 0)) / w, "box_height": (min(bottom, h) - max(top, 0)) / h,
+                   "model_version": version, "error": ""}
+            if self.matrix is not None:
+                d = np.linalg.norm(self.matrix - enc, axis=1)
+                best = int(np.argmin(d))
+                row.update(person=self.persons[best], distance=round(float(d[best]), 4),
+                           confidence=round(100 * max(0.0, 1 - float(d[best])), 2))
+                if d[best] <= self.tolerance:
+                    row["label"] = self.persons[best]
+            rows.append(row)
+        return rows or [_empty_row(path, version)]
+
+
+def tag_faces(inputs, reference_faces=None, tolerance=0.6, upsample=1, max_side=1600, progress=True,
+              engine="torch", address=None, workers=None):
     """One row per image and detected face, named after the nearest reference person within ``tolerance``.
 
     ``label`` is the person's name for a match, else ``"face"``. With references,
@@ -153,38 +304,20 @@ def tag_faces(inputs, reference_faces=None, tolerance=0.6, upsample=1, max_side=
     ``detector_score``). Boxes are fractions of the width and height, as in
     Rekognition. ``max_side`` shrinks big photos first (faster; faces smaller
     than about 40 px at that scale are missed; ``upsample`` finds smaller ones, slower).
+
+    ``engine="ray"`` runs on the Ray cluster at ``address`` (default: a local one) in
+    ``workers`` processes (default: one per CPU); the reference faces are encoded here once
+    and sent to the workers. The table is the same as here.
     """
     if not 0 < float(tolerance) < 2:
         raise SettingsError(f"tolerance is a face-encoding distance between 0 and 2, not {tolerance}")
     models = FaceModels()
+    _check_engine(engine, address, workers)
     refs = reference_encodings(reference_faces, models, upsample, max_side) if reference_faces else None
-    ref_matrix = np.stack(refs["encoding"].values) if refs is not None else None
-    rows = []
-    for path in progress_bar(expand_inputs(inputs), desc="faces", unit="img", enabled=progress):
-        try:
-            array = _as_array(path, max_side)
-        except UserError as exc:
-            rows.append(_empty_row(path, models.version, str(exc)))
-            continue
-        h, w = array.shape[:2]
-        found = models.faces(array, upsample)
-        if not found:
-            rows.append(_empty_row(path, models.version))
-        for k, ((left, top, right, bottom), score, enc) in enumerate(found, 1):
-            row = {"image": str(path), "label": "face", "confidence": 100.0, "face": k, "person": "",
-                   "distance": float("nan"), "detector_score": round(score, 4),
-                   "box_left": max(left, 0) / w, "box_top": max(top, 0) / h,
-                   "box_width": (min(right, w) - max(left, 0)) / w, "box_height": (min(bottom, h) - max(top, 0)) / h,
-                   "model_version": models.version, "error": ""}
-            if ref_matrix is not None:
-                d = np.linalg.norm(ref_matrix - enc, axis=1)
-                best = int(np.argmin(d))
-                row.update(person=refs["person"].iloc[best], distance=round(float(d[best]), 4),
-                           confidence=round(100 * max(0.0, 1 - float(d[best])), 2))
-                if d[best] <= tolerance:
-                    row["label"] = refs["person"].iloc[best]
-            rows.append(row)
-    return pd.DataFrame(rows, columns=FACE_COLUMNS)
+    references = (refs["person"].tolist(), np.stack(refs["encoding"].values)) if refs is not None else None
+    options = {"references": references, "tolerance": tolerance, "upsample": upsample, "max_side": max_side}
+    return _run(FaceTagger, options, inputs, "faces", progress, engine, address, workers, chunk_size=8,
+                tagger=FaceTagger(**options, models=models) if engine == "torch" else None)
 
 
 # ------------------------------------------------------------------------- text
@@ -196,34 +329,58 @@ def _ocr_engine():
     return rapidocr.RapidOCR(params={"Global.log_level": "error"})
 
 
-def tag_text(inputs, min_confidence=0.0, progress=True):
-    """One row per image and line of text found by RapidOCR (``confidence`` = score x 100)."""
-    engine = _ocr_engine()
-    model_version = f"rapidocr {_pkg_version('rapidocr')} (default PP-OCR det/cls/rec models), " \
-                    f"onnxruntime {_pkg_version('onnxruntime')}"
-    rows = []
-    for path in progress_bar(expand_inputs(inputs), desc="OCR", unit="img", enabled=progress):
+class TextTagger(_Tagger):
+    """RapidOCR, loaded once: paths to one row per line of text (see :func:`tag_text`)."""
+
+    columns = TEXT_COLUMNS
+    numeric = ("confidence", "line", "box_left", "box_top", "box_width", "box_height")
+
+    def __init__(self, min_confidence=0.0):
+        self.engine = _ocr_engine()
+        self.min_confidence = float(min_confidence)
+        self.model_version = f"rapidocr {_pkg_version('rapidocr')} (default PP-OCR det/cls/rec models), " \
+                             f"onnxruntime {_pkg_version('onnxruntime')}"
+
+    def batches(self, paths):
+        for path in paths:
+            yield self.rows(path)
+
+    def rows(self, path):
+        """The rows of one image: one per line read, or one with an empty label (no text) or an error."""
         try:
             img = load_image(path)
         except UserError as exc:
-            rows.append(_empty_row(path, model_version, str(exc)))
-            continue
-        result = engine(img)  # a PIL image: RapidOCR converts RGB to its BGR itself
+            return [_empty_row(path, self.model_version, str(exc))]
+        result = self.engine(img)  # a PIL image: RapidOCR converts RGB to its BGR itself
         w, h = img.size
         found = []
         for k, (text, score, box) in enumerate(zip(result.txts or (), result.scores or (),
                                                    result.boxes if result.boxes is not None else ()), 1):
-            if float(score) * 100 < float(min_confidence):
+            if float(score) * 100 < self.min_confidence:
                 continue
             box = np.asarray(box, dtype=float)
             x0, y0 = box.min(axis=0)
             x1, y1 = box.max(axis=0)
             found.append({"image": str(path), "label": text, "confidence": round(float(score) * 100, 2),
-                          "line": k, "box_left": max(x0, 0) / w, "box_top": max(y0, 0) / h,
-                          "box_width": (min(x1, w) - max(x0, 0)) / w, "box_height": (min(y1, h) - max(y0, 0)) / h,
-                          "model_version": model_version, "error": ""})
-        rows += found or [_empty_row(path, model_version)]
-    return pd.DataFrame(rows, columns=TEXT_COLUMNS)
+                          "line": k, "box_left": float(max(x0, 0) / w), "box_top": float(max(y0, 0) / h),
+                          "box_width": float((min(x1, w) - max(x0, 0)) / w),
+                          "box_height": float((min(y1, h) - max(y0, 0)) / h),
+                          "model_version": self.model_version, "error": ""})
+        return found or [_empty_row(path, self.model_version)]
+
+
+def tag_text(inputs, min_confidence=0.0, progress=True, engine="torch", address=None, workers=None):
+    """One row per image and line of text found by RapidOCR (``confidence`` = score x 100).
+
+    ``engine="ray"`` runs on the Ray cluster at ``address`` (default: a local one) in
+    ``workers`` processes (default: one per CPU), each loading RapidOCR once; the table is
+    the same as here.
+    """
+    require("rapidocr", "ocr", "reading text in images")  # here, before any Ray worker tries
+    require("onnxruntime", "ocr", "reading text in images")
+    _check_engine(engine, address, workers)
+    return _run(TextTagger, {"min_confidence": min_confidence}, inputs, "OCR", progress, engine, address,
+                workers, chunk_size=8)
 
 
 TAGGERS = {"imagenet": tag_imagenet, "faces": tag_faces, "ocr": tag_text}
