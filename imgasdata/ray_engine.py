@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 
 import pandas as pd
 
@@ -30,11 +31,15 @@ def start_ray(address=None):
     Does nothing when Ray is already initialized in this process (a notebook that called
     ``ray.init`` itself, or a second job). Returns the ``ray`` module.
     """
+    # Ray's notice that Jupyter widgets are missing concerns its own rich display only, and
+    # it would print a time-stamped line into every notebook that imports Ray Data.
+    logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
     ray = require("ray", "ray", "--engine ray")
     require("ray.data", "ray", "--engine ray")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=True)
+        # a local Ray started for one job needs none of a cluster's security notices
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.WARNING if address else logging.ERROR)
     return ray
 
 
@@ -130,10 +135,20 @@ def map_paths(paths, make_rows, columns, *, address=None, workers=None, chunk_si
     try:
         chunks = [{"paths": paths[i:i + int(chunk_size)]} for i in range(0, len(paths), int(chunk_size))]
         ds = ray.data.from_items(chunks, override_num_blocks=len(chunks))
-        ds = ds.map_batches(_RowWorker, batch_size=1, batch_format="pandas",
-                            fn_constructor_kwargs={"make_rows": make_rows, "columns": columns, "cwd": os.getcwd()},
-                            compute=ray.data.ActorPoolStrategy(size=workers),
-                            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates ray_remote_args (removal planned for 2.64; the extra pins below
+            # it) but offers no other way to set max_restarts for an actor pool
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+            ds = ds.map_batches(_RowWorker, batch_size=1, batch_format="pandas",
+                                fn_constructor_kwargs={"make_rows": make_rows, "columns": columns,
+                                                       "cwd": os.getcwd()},
+                                compute=ray.data.ActorPoolStrategy(size=workers),
+                                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
+                                # no restarts: Ray keeps a worker's constructor arguments in the
+                                # object store, from where a restarted worker may not get them back
+                                # (Ray warns so on every run). A lost worker fails the job instead,
+                                # and --resume carries on from the rows already written.
+                                max_restarts=0)
         for df in ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=1):
             if len(df):
                 yield df[columns]
