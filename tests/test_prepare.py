@@ -57,6 +57,25 @@ def _picture(path, seed, size=(80, 64), mode="RGB"):
     return Path(path)
 
 
+def test_phash_pairs_need_a_confirming_dhash():
+    from imgasdata.prepare.dedup import CONFIRM_MARGIN, DEFAULT_THRESHOLDS, near_pairs
+
+    th = DEFAULT_THRESHOLDS["phash"]
+    flip = lambda code, n: code ^ ((1 << n) - 1)  # flips the n lowest bits
+    p0, d0 = 0x0123456789ABCDEF, 0xFEDCBA9876543210
+    hashes = [f"{p0:016x}{d0:016x}",
+              f"{flip(p0, th):016x}{flip(d0, th + CONFIRM_MARGIN):016x}",        # both within: a pair
+              f"{flip(p0, th):016x}{flip(d0, th + CONFIRM_MARGIN + 1):016x}",    # dHash too far: no pair with 0
+              f"{flip(p0, th + 1):016x}{d0:016x}"]                               # pHash too far: none with 0
+    pairs = {(int(i), int(j)): int(d) for i, j, d in near_pairs(hashes).to_numpy()}
+    assert (0, 1) in pairs and pairs[(0, 1)] == th
+    assert (0, 2) not in pairs and (0, 3) not in pairs
+    # the other methods are one hash, no confirmation; the cross-set search confirms the same way
+    assert set(near_pairs([h[:16] for h in hashes], "dhash", th).itertuples(index=False, name=None)) >= {(0, 2, th)}
+    cross = near_pairs(hashes[:1], "phash", other=hashes[1:])
+    assert cross[["i", "j"]].values.tolist() == [[0, 0]]
+
+
 def test_exact_is_about_pixels_and_transparency_is_on_white(tmp_path):
     a = _picture(tmp_path / "a.png", 0)
     img = Image.open(a)

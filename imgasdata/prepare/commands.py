@@ -110,7 +110,8 @@ def add_commands(sub):
     p.add_argument("--method", default="phash", choices=METHODS,
                    help="exact (same pixels), a perceptual hash (default phash) or cnn embeddings")
     p.add_argument("--threshold", type=float, default=None,
-                   help="largest Hamming distance of 64 bits (default: phash 8, dhash 8, whash 6, ahash 4) "
+                   help="largest Hamming distance of 64 bits (default: phash 10, each pair confirmed by dHash "
+                        "within the threshold + 4; dhash 8, whash 6, ahash 4) "
                         "or, for cnn, smallest cosine similarity (default 0.85)")
     p.add_argument("--across", nargs=2, metavar=("A", "B"),
                    help="list the images of B (e.g. test) that have a near-duplicate in A (e.g. train)")
