@@ -22,7 +22,7 @@ def cmd_dedup(a):
         if a.paths:
             raise SettingsError("Give either PATH... or --across A B, not both")
         df = find_cross_duplicates(a.across[0], a.across[1], a.method, threshold, cache=cache, backbone=a.backbone,
-                                   workers=a.workers)
+                                   workers=a.workers, engine=a.engine, address=a.address)
         _write(df, a.out)
         leaks = int((df["match"] != "").sum())
         print(f"{leaks} of {len(df)} images in {a.across[1]} have a near-duplicate in {a.across[0]} "
@@ -31,7 +31,8 @@ def cmd_dedup(a):
         return
     if not a.paths:
         raise SettingsError("Name at least one image file or folder, or use --across A B")
-    df = find_duplicates(a.paths, a.method, threshold, cache=cache, backbone=a.backbone, workers=a.workers)
+    df = find_duplicates(a.paths, a.method, threshold, cache=cache, backbone=a.backbone, workers=a.workers,
+                         engine=a.engine, address=a.address)
     _write(df, a.out)
     groups = df[(df["group_size"] > 1) & (df["error"] == "")]["group"].nunique()
     print(f"{len(df)} files: {int(df['duplicate'].sum())} duplicate(s) in {groups} group(s), "
@@ -121,7 +122,12 @@ def add_commands(sub):
                                    "(default: .imgasdata-hashes.sqlite next to --out)")
     p.add_argument("--no-cache", action="store_true", help="hash every file again and keep no cache")
     p.add_argument("--backbone", default="efficientnet_lite0", help="backbone of --method cnn")
-    p.add_argument("--workers", type=int, default=2, help="processes decoding and hashing images")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes decoding and hashing images (default 2; with --engine ray: Ray workers, "
+                        "default one per CPU of the cluster)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="hash on this machine or on a Ray cluster (pip install \"imgasdata[ray]\")")
+    p.add_argument("--address", default=None, help="with --engine ray: the cluster (e.g. auto, HEAD:6379)")
     p.set_defaults(func=_dedup_threshold(cmd_dedup))
 
     p = sub.add_parser("clean", help="report small, unreadable, extreme or blank images (one row per file)")

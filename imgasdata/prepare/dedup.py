@@ -224,7 +224,24 @@ def _hash_task(args):
     return _hash_one(HASHERS[method](), path)
 
 
-def hash_files(paths, method="phash", cache=None, progress=True, workers=1):
+def _hash_rows(method):
+    """For a Ray worker: a function from a list of paths to ``[path, hash, error]`` rows."""
+    hasher = HASHERS[method]()
+    return lambda paths: [[p, *_hash_one(hasher, p)] for p in paths]
+
+
+def _hash_on_ray(todo, method, address, workers):
+    """``(hash, error)`` per path of ``todo``, hashed by Ray workers (same code, same rows)."""
+    from functools import partial
+
+    from ..ray_engine import map_paths
+
+    for frame in map_paths(todo, partial(_hash_rows, method), ["path", "hash", "error"], address=address,
+                           workers=workers, chunk_size=256):
+        yield from zip(frame["hash"], frame["error"])
+
+
+def hash_files(paths, method="phash", cache=None, progress=True, workers=1, engine="local", address=None):
     """Hash each file; return a DataFrame with one row per path: ``path, hash, error``.
 
     ``paths`` is a list of files (use :func:`imgasdata.images.expand_inputs` for
@@ -234,10 +251,14 @@ def hash_files(paths, method="phash", cache=None, progress=True, workers=1):
     whose path, size and modification time are in it are not decoded again.
     Unreadable files have an empty ``hash`` and the reason in ``error``.
     ``workers`` > 1 decodes in that many processes. The rows depend only on the
-    paths given, so chunks can be hashed anywhere and concatenated.
+    paths given, so chunks can be hashed anywhere and concatenated: with
+    ``engine="ray"`` they are, by ``workers`` Ray workers (default: one per CPU of
+    the cluster at ``address``; files must be readable under the same paths there).
     """
     if method not in HASHERS:
         raise SettingsError(f"hash_files knows the methods {', '.join(HASHERS)}; got {method!r}")
+    if engine not in ("local", "ray"):
+        raise SettingsError(f"engine must be 'local' or 'ray', got {engine!r}")
     hasher = HASHERS[method]()
     key = getattr(hasher, "cache_key", method)
     paths = [str(p) for p in paths]
@@ -247,10 +268,12 @@ def hash_files(paths, method="phash", cache=None, progress=True, workers=1):
     todo = [p for p in paths if p not in known]
     results, fresh = {}, []
     pool = None
-    if workers and workers > 1 and len(todo) > 200:
+    if engine == "ray" and todo:
+        done = _hash_on_ray(todo, method, address, workers)
+    elif (2 if workers is None else workers) > 1 and len(todo) > 200:
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(int(workers))
+        pool = ProcessPoolExecutor(int(workers or 2))
         done = pool.map(_hash_task, [(method, p) for p in todo], chunksize=64)
     else:
         done = (_hash_one(hasher, p) for p in todo)
@@ -438,17 +461,18 @@ def _compute_pairs(table, method, threshold, backbone, progress, other=None):
     return near_pairs(table["hash"].tolist(), method, threshold, None if other is None else other["hash"].tolist())
 
 
-def _hash_table(paths, method, cache, backbone, progress, workers=1):
+def _hash_table(paths, method, cache, backbone, progress, workers=1, engine="local", address=None):
     """Rows ``path, hash, error``; for ``cnn`` the hash column holds embedding vectors."""
     if method != "cnn":
-        return hash_files(paths, method, cache=cache, progress=progress, workers=workers)
+        return hash_files(paths, method, cache=cache, progress=progress, workers=workers, engine=engine,
+                          address=address)
     emb, errors = embed_files(paths, backbone, progress=progress)
     return pd.DataFrame({"path": [str(p) for p in paths], "hash": list(emb),
                          "error": [errors.get(i, "") for i in range(len(paths))]})
 
 
 def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone="efficientnet_lite0",
-                    progress=True, workers=1):
+                    progress=True, workers=1, engine="local", address=None):
     """Group duplicate images; return one row per file.
 
     ``paths`` are files and/or folders (searched recursively). ``method`` is
@@ -472,7 +496,7 @@ def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=
     files = sorted(str(p) for p in expand_inputs(paths))
     if not files:
         raise DataError(f"No image files found in {', '.join(map(str, paths))}")
-    table = _hash_table(files, method, cache, backbone, progress, workers)
+    table = _hash_table(files, method, cache, backbone, progress, workers, engine, address)
     ok = table[table["error"] == ""].reset_index(drop=True)
     pairs = _compute_pairs(ok, method, threshold, backbone, progress)
     labels = _groups(len(ok), pairs) if len(ok) else np.array([], int)
@@ -507,7 +531,7 @@ def _distances(method, hashes, first):
 
 
 def find_cross_duplicates(reference, query, method="phash", threshold=None, cache=None,
-                          backbone="efficientnet_lite0", progress=True, workers=1):
+                          backbone="efficientnet_lite0", progress=True, workers=1, engine="local", address=None):
     """Images of ``query`` (e.g. a test set) with a near-duplicate in ``reference`` (e.g. the training set).
 
     Returns one row per file of ``query``: ``path``, ``match`` (the closest
@@ -521,8 +545,8 @@ def find_cross_duplicates(reference, query, method="phash", threshold=None, cach
     qry_files = sorted(str(p) for p in expand_inputs(query))
     if not ref_files or not qry_files:
         raise DataError("Both sets need at least one image file for a cross-set search")
-    ref = _hash_table(ref_files, method, cache, backbone, progress, workers)
-    qry = _hash_table(qry_files, method, cache, backbone, progress, workers)
+    ref = _hash_table(ref_files, method, cache, backbone, progress, workers, engine, address)
+    qry = _hash_table(qry_files, method, cache, backbone, progress, workers, engine, address)
     ref_ok = ref[ref["error"] == ""].reset_index(drop=True)
     qry_ok = qry[qry["error"] == ""].reset_index(drop=True)
     pairs = _compute_pairs(qry_ok, method, threshold, backbone, progress, other=ref_ok)
