@@ -55,3 +55,20 @@ def test_parse_parameters_reads_yaml_values_and_resolves_paths(tmp_path, monkeyp
 def test_unknown_notebook_number_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="No notebook numbered '42'"):
         find_notebooks(NOTEBOOKS[0].parent, ["42"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_have_executed_solutions_that_show_collapsed(path):
+    """Every notebook has questions before running and at least three exercises, each followed by
+    its solution: a code cell tagged 'solution', run by the headless runs (so it stays correct)
+    but collapsed in JupyterLab."""
+    nb = nbformat.read(path, as_version=4)
+    cells = nb.cells
+    assert any("Before you run" in c.source for c in cells if c.cell_type == "markdown"), "no questions first"
+    exercises = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and "### Exercise" in c.source]
+    assert len(exercises) >= 3
+    for i in exercises:
+        solution = next(c for c in cells[i + 1:] if c.cell_type == "code")
+        assert "solution" in solution.metadata.get("tags", []), cells[i].source.splitlines()[0]
+        assert solution.metadata.get("jupyter", {}).get("source_hidden") is True
+        assert solution.source.startswith("# Solution") and solution.execution_count is not None
