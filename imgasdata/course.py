@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from .errors import MissingFileError, SettingsError, UserError
 
 
 class NotebookFailed(UserError, RuntimeError):
@@ -35,20 +35,20 @@ def find_notebooks(folder="notebooks", selection=()):
     numbered = sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
     if not selection:
         if not numbered:
-            raise FileNotFoundError(f"No numbered notebooks (like 00_name.ipynb) in {folder}")
+            raise MissingFileError(f"No numbered notebooks (like 00_name.ipynb) in {folder}")
         return numbered
     chosen = []
     for item in selection:
         path = Path(item)
         if path.suffix == ".ipynb":
             if not path.is_file():
-                raise FileNotFoundError(f"Notebook not found: {path}")
+                raise MissingFileError(f"Notebook not found: {path}")
             chosen.append(path)
             continue
         key = _selection_key(item)
         hits = [p for p in numbered if key and NOTEBOOK_PATTERN.match(p.name).group(1) == key]
         if not hits:
-            raise FileNotFoundError(f"No notebook numbered {item!r} in {folder}")
+            raise MissingFileError(f"No notebook numbered {item!r} in {folder}")
         chosen += hits
     return chosen
 
@@ -65,7 +65,7 @@ def parse_parameters(pairs=(), file=None):
     if file:
         loaded = yaml.safe_load(Path(file).read_text()) or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{file} must hold a mapping of parameter names to values")
+            raise SettingsError(f"{file} must hold a mapping of parameter names to values")
         params.update(loaded)
     for name, value in pairs:
         params[name] = yaml.safe_load(value)

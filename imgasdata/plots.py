@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .errors import SettingsError
 from .fit import best_epoch
 from .images import load_image
 from .transforms import RESIZE_METHODS, Resize, build_transform, decode_size, to_display
@@ -158,7 +159,7 @@ def select_errors(predictions, kind="wrong", positive="positive", n=10):
     elif kind == "false_negative":
         p = p[p["label"] == positive]
     elif kind != "wrong":
-        raise ValueError("kind must be 'false_positive', 'false_negative' or 'wrong'")
+        raise SettingsError("kind must be 'false_positive', 'false_negative' or 'wrong'")
     p["confidence"] = [row[f"prob_{row['pred']}"] for _, row in p.iterrows()]
     return p.sort_values(["confidence", "path"], ascending=[False, True]).head(n)
 

@@ -47,11 +47,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .datasets import SPLITS
+from .errors import SettingsError
+
 #: Names of the datasets, as keys of the dict returned by :func:`build_sample_data`
 #: and as folder names under ``out_dir``.
 DATASETS = ("binary", "multiclass", "photos", "new_images")
 
-SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 
 #: Written last into a finished dataset folder; a folder without it is rebuilt.
@@ -205,7 +207,7 @@ def _split_sizes(n, fractions=SPLIT_FRACTIONS):
 
 def _sample(rng, candidates, k, what):
     if k > len(candidates):
-        raise ValueError(
+        raise SettingsError(
             f"Asked for {k} {what}, but only {len(candidates)} distinct emoji with a "
             f"Twemoji image are available; use a smaller number."
         )
@@ -293,7 +295,7 @@ def _plan_binary(table, seed, n_per_class):
     # Religious symbols are few (about a dozen) against ~260 flags; include all of
     # them so the positive class is not just flags, then fill up with flags.
     if n_per_class > len(religion) + len(flags):
-        raise ValueError(
+        raise SettingsError(
             f"Asked for n_per_class={n_per_class}, but only {len(religion) + len(flags)} positive "
             f"emoji ({len(religion)} religious symbols + {len(flags)} flags) have a distinct "
             f"Twemoji image; use a smaller number."
@@ -522,7 +524,7 @@ def _altered(asset, style, rng, backgrounds):
         return ImageOps.grayscale(grey).convert("RGB")
     if style == "rotated":
         return white.rotate(90)
-    raise ValueError(f"unknown style {style!r}")
+    raise SettingsError(f"unknown style {style!r}")
 
 
 def _fill_new_images(folder, new, seed=0):
@@ -644,7 +646,7 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
     for arg, value, least in (("n_per_class", n_per_class, 3), ("n_per_group", n_per_group, 3), ("n_new", n_new, 1)):
         # Three per class so that train, val and test each get at least one image.
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-            raise ValueError(f"{arg} must be an integer >= {least}, got {value!r}")
+            raise SettingsError(f"{arg} must be an integer >= {least}, got {value!r}")
 
     out_dir = Path(out_dir)
     paths = {name: out_dir / name for name in DATASETS}

@@ -22,6 +22,8 @@ import json
 
 import pandas as pd
 
+from ..errors import DataError, SettingsError
+
 UNREPORTED = "unreported"
 
 LABEL_COLUMNS = ["image", "label", "confidence", "parents", "aliases", "categories", "instances", "model_version"]
@@ -53,7 +55,7 @@ def _frame(rows, columns, image, version):
 
 def _check(response, key, what):
     if not isinstance(response, dict) or key not in response:
-        raise ValueError(f"not a {what} response: expected a dict with the key {key!r}")
+        raise DataError(f"not a {what} response: expected a dict with the key {key!r}")
 
 
 def tidy_labels(image, response):
@@ -175,4 +177,4 @@ def book_columns(operation, image, response):
                      "celeb_name": "", "celeb_id": "", "celeb_face_data": "", "celeb_face_conf": "",
                      "celeb_match_conf": "", "celeb_metadata": meta}]
         return pd.DataFrame(rows)
-    raise ValueError(f"the book's scripts cover labels and celebrities only, not {operation!r}")
+    raise SettingsError(f"the book's scripts cover labels and celebrities only, not {operation!r}")
