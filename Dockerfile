@@ -58,6 +58,8 @@ COPY imgasdata ./imgasdata
 RUN python -m pip install --no-cache-dir --no-deps -e .
 COPY notebooks ./notebooks
 COPY tests ./tests
+# the sample annotator sheet ships with the repository (notebook 01); the rest of data/ is built
+COPY data/README.md data/annotator_sheet.csv ./data/
 RUN imgasdata sample-data --out data
 
 VOLUME /outputs
