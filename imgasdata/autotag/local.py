@@ -27,6 +27,7 @@ return the same table in the same order.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -57,7 +58,7 @@ def _pkg_version(name):
 
 
 def _cell(value):
-    return None if isinstance(value, float) and value != value else value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _empty_row(image, model_version, error=""):
