@@ -8,13 +8,14 @@ be resumed after an interruption with ``resume=True``.
 
 from __future__ import annotations
 
-import csv
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from .batches import decode_threads, for_inference, forward, load_batches
+from .csv_rows import CsvRows
 from .errors import DataError, SettingsError
 from .images import expand_inputs
 from .models import pick_device
@@ -105,21 +106,8 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
         classes, columns = labeller.classes, labeller.columns
     paths = expand_inputs(inputs)
 
-    done = set()
-    if out_csv is not None:
-        out_csv = Path(out_csv)
-        if out_csv.exists() and resume and out_csv.stat().st_size > 0:
-            previous = pd.read_csv(out_csv, dtype=str, keep_default_na=False)
-            if list(previous.columns) != columns:
-                raise DataError(f"Cannot resume {out_csv}: its columns {list(previous.columns)} are not this "
-                                 f"model's {columns}; write to a new file instead")
-            done = set(previous["path"])
-        elif out_csv.exists():
-            out_csv.unlink()
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-    todo = [p for p in paths if str(p) not in done]
-    # the header goes into a new file only: a resumed CSV may hold it without any rows yet
-    new_file = out_csv is not None and not out_csv.exists()
+    out = CsvRows(out_csv, columns, "path", resume, "this model's") if out_csv is not None else None
+    todo = [p for p in paths if out is None or str(p) not in out.done]
 
     if engine == "ray":
         from functools import partial
@@ -133,23 +121,15 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
         row_batches = labeller.batches(todo)
 
     rows = []
-    handle = open(out_csv, "a", newline="") if out_csv is not None else None
-    try:
-        writer = csv.writer(handle) if handle else None
-        if writer and new_file:
-            writer.writerow(columns)
+    with out or nullcontext():
         bar = progress_bar(total=len(todo), desc="labelling images", unit="img", enabled=progress)
         for ordered in row_batches:
-            if writer:
-                writer.writerows(ordered)
-                handle.flush()
+            if out is not None:
+                out.write(ordered)
             else:
                 rows += ordered  # kept in memory only when there is no CSV to read back
             bar.update(len(ordered))
         bar.close()
-    finally:
-        if handle:
-            handle.close()
     if out_csv is not None:
         return pd.read_csv(out_csv, keep_default_na=False, na_values={f"prob_{c}": [""] for c in classes})
     return _as_frame(rows, columns, classes)

@@ -113,3 +113,111 @@ def test_face_box_fractions():
     best = max(found, key=lambda f: f[1])
     left, top, right, bottom = best[0]
     assert 150 < (left + right) / 2 < 260 and 60 < (top + bottom) / 2 < 160  # her face, upper middle
+
+
+# ------------------------------------------------------------------------- written as it goes, resumed
+
+
+def read_tags(path):
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def check_blocks(table, paths):
+    """One contiguous block of rows per image, every input image once, in input order."""
+    blocks = table["image"].loc[table["image"] != table["image"].shift()].tolist()
+    assert blocks == [str(p) for p in paths]
+
+
+def assert_same_tags(got, expected):
+    """The same rows: text cells equal, confidences within float noise (batches fall differently on resume)."""
+    assert list(got.columns) == list(expected.columns)
+    pd.testing.assert_frame_equal(got.drop(columns="confidence"), expected.drop(columns="confidence"))
+    np.testing.assert_allclose(got["confidence"].to_numpy(float), expected["confidence"].to_numpy(float), atol=0.05)
+
+
+@pytest.fixture
+def tag_inputs(sample_data):
+    photos = sorted(sample_data["photos"].glob("*.jpg"))[:5]
+    return [*photos, sample_data["new_images"] / "broken_download.jpg"]
+
+
+def test_imagenet_tags_written_per_batch_and_resumed_after_interruption(tag_inputs, tmp_path, monkeypatch):
+    import imgasdata.batches as ibatches
+    from imgasdata.autotag.local import tag_imagenet
+
+    settings = {"k": 3, "batch_size": 2, "device": "cpu", "progress": False, "workers": 1}
+    expected = tag_imagenet(tag_inputs, out_csv=tmp_path / "whole.csv", **settings)
+    check_blocks(expected, tag_inputs)
+    assert len(expected) == 5 * 3 + 1  # the broken download keeps its one error row
+    assert read_tags(tmp_path / "whole.csv").columns.tolist() == list(expected.columns)
+
+    out, calls, real_load = tmp_path / "tags.csv", [], ibatches.load_image
+
+    def interrupted_load(path, *args, **kwargs):
+        calls.append(str(path))
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # Ctrl-C while the third batch is decoded
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(ibatches, "load_image", interrupted_load)
+    with pytest.raises(KeyboardInterrupt):
+        tag_imagenet(tag_inputs, out_csv=out, **settings)
+    partial = read_tags(out)
+    done = partial["image"].drop_duplicates().tolist()
+    assert done == [str(p) for p in tag_inputs[: len(done)]] and 0 < len(done) < len(tag_inputs)
+    assert len(partial) == 3 * len(done)  # whole images only: each with its k rows
+
+    counted = []
+    monkeypatch.setattr(ibatches, "load_image", lambda p, *a, **kw: counted.append(str(p)) or real_load(p, *a, **kw))
+    got = tag_imagenet(tag_inputs, out_csv=out, resume=True, **settings)
+    assert counted == [str(p) for p in tag_inputs[len(done):]]  # only the images not yet tagged
+    assert got.attrs["skipped"] == len(done)
+    check_blocks(got, tag_inputs)
+    assert_same_tags(got, expected)
+    with open(out) as fh:
+        assert sum(line.startswith("image,") for line in fh) == 1  # one header line
+
+    # resuming a finished table tags nothing and changes nothing
+    counted.clear()
+    again = tag_imagenet(tag_inputs, out_csv=out, resume=True, **settings)
+    assert counted == [] and again.attrs["skipped"] == len(tag_inputs)
+    pd.testing.assert_frame_equal(again, got)
+
+    # a write cut by a kill mid-batch: the torn line and the rest of that image's block are re-done
+    data = out.read_bytes()
+    cut = data.index(b"\n", data.index(str(tag_inputs[3]).encode())) + 7  # inside the 2nd row of the 4th image
+    out.write_bytes(data[:cut])
+    counted.clear()
+    repaired = tag_imagenet(tag_inputs, out_csv=out, resume=True, **settings)
+    assert counted == [str(p) for p in tag_inputs[3:]]
+    check_blocks(repaired, tag_inputs)
+    assert_same_tags(repaired, expected)
+
+    # without resume the table starts afresh
+    fresh = tag_imagenet(tag_inputs[:2], out_csv=out, **settings)
+    check_blocks(fresh, tag_inputs[:2])
+
+
+def test_cli_resumes_by_rerunning_and_refuses_other_columns(tag_inputs, tmp_path, capsys):
+    from imgasdata.autotag.local import tag_imagenet
+
+    args = ["autotag", "local", "imagenet", *map(str, tag_inputs[:2]), "--out", str(tmp_path / "o"), "--k", "2",
+            "--device", "cpu"]
+    assert main(args) == 0
+    first = read_tags(tmp_path / "o" / "imagenet.csv")
+    assert main([*args[:3], *map(str, tag_inputs[:3]), *args[5:]]) == 0  # the same command on one image more
+    out = capsys.readouterr().out
+    assert "resumed: 2 image(s)" in out
+    table = read_tags(tmp_path / "o" / "imagenet.csv")
+    check_blocks(table, tag_inputs[:3])
+    pd.testing.assert_frame_equal(table.iloc[:4], first)
+    assert main([*args, "--no-resume"]) == 0
+    check_blocks(read_tags(tmp_path / "o" / "imagenet.csv"), tag_inputs[:2])
+
+    (tmp_path / "o" / "imagenet.csv").write_text("path,label,prob\nx.jpg,cat,0.9\n")
+    with pytest.raises(DataError, match=r"^Cannot resume .*imagenet\.csv: its columns \['path', 'label', 'prob'\]"):
+        tag_imagenet(tag_inputs[:1], out_csv=tmp_path / "o" / "imagenet.csv", resume=True, progress=False)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "error: Cannot resume" in err and "the imagenet tagger's" in err and err.count("\n") == 1

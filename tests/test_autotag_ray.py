@@ -116,3 +116,33 @@ def test_without_ray_one_sentence_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingExtraError, match=r'pip install "imgasdata\[ray\]"'):
         tag_imagenet([tmp_path], engine="ray", progress=False)
     assert main(["autotag", "local", "ocr", str(tmp_path), "--out", str(tmp_path / "o"), "--engine", "ray"]) == 2
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_ray_tagger_resumes_an_interrupted_run(inputs, tmp_path, monkeypatch):
+    import imgasdata.ray_engine as engine
+
+    real_map_paths = engine.map_paths
+
+    def stops_after_first_batch(*args, **kwargs):
+        rows = real_map_paths(*args, **kwargs)
+        yield next(rows)
+        rows.close()
+        raise KeyboardInterrupt  # what Ctrl-C or a lost job leaves: one batch written
+
+    settings = {"k": 3, "batch_size": 4, "device": "cpu", "progress": False}
+    out = tmp_path / "ray.csv"
+    monkeypatch.setattr(engine, "map_paths", stops_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        tag_imagenet(inputs, out_csv=out, engine="ray", workers=2, **settings)
+    partial = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert partial["image"].nunique() == 4 and len(partial) == 4 * 3  # four whole images, k rows each
+    monkeypatch.setattr(engine, "map_paths", real_map_paths)
+
+    got = tag_imagenet(inputs, out_csv=out, resume=True, engine="ray", workers=2, **settings)
+    assert got.attrs["skipped"] == 4
+    blocks = got["image"].loc[got["image"] != got["image"].shift()]
+    assert blocks.is_unique and blocks.nunique() == 12  # one block per image, no duplicates
+    expected = tag_imagenet(inputs, out_csv=tmp_path / "torch.csv", **settings)
+    assert_same_table(got, expected, ["confidence", "rank"], atol=0.02)
+    assert (tmp_path / "torch.csv").read_text().splitlines()[0] == out.read_text().splitlines()[0]

@@ -53,7 +53,10 @@ def cmd_rekognition(a):
 def cmd_local(a):
     from .local import tag_faces, tag_imagenet, tag_text
 
-    engine = {"engine": a.engine, "address": a.address, "workers": a.workers}
+    out = Path(a.out)
+    csv_path = out / f"{a.tagger}.csv"
+    engine = {"engine": a.engine, "address": a.address, "workers": a.workers, "out_csv": csv_path,
+              "resume": not a.no_resume}
     if a.tagger == "imagenet":
         table = tag_imagenet(a.paths, k=a.k, backbone=a.backbone, min_confidence=a.min_confidence or 0.0,
                              device=a.device, **engine)
@@ -61,12 +64,10 @@ def cmd_local(a):
         table = tag_faces(a.paths, reference_faces=a.reference_faces, tolerance=a.tolerance, **engine)
     else:
         table = tag_text(a.paths, min_confidence=a.min_confidence or 0.0, **engine)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / f"{a.tagger}.csv", index=False)
+    if table.attrs["skipped"]:
+        print(f"resumed: {table.attrs['skipped']} image(s) already in {csv_path} were not tagged again")
     failed = table.loc[table["error"] != "", "image"].nunique()
-    print(f"{table['image'].nunique()} images, {len(table)} rows, {failed} unreadable; "
-          f"written to {out / (a.tagger + '.csv')}")
+    print(f"{table['image'].nunique()} images, {len(table)} rows, {failed} unreadable; written to {csv_path}")
     found = table.loc[table["label"] != "", "label"]
     if len(found):
         print(found.value_counts().head(15).to_string())
@@ -127,10 +128,18 @@ def add_commands(sub):
     r.add_argument("--book", action="store_true", help="also write <operation>_book.csv in the book scripts' columns")
     r.set_defaults(func=cmd_rekognition)
 
-    loc = which.add_parser("local", help="offline taggers: ImageNet classes, faces (dlib), text (RapidOCR)")
+    loc = which.add_parser("local", help="offline taggers: ImageNet classes, faces (dlib), text (RapidOCR)",
+                           description="Tag images on this computer (or a Ray cluster): rows are appended to "
+                                       "OUT/<tagger>.csv as each batch is done, and re-running the same command "
+                                       "resumes, skipping the images already there - as autotag rekognition and "
+                                       "grid do, because a long job (OCR: about an image a second) must not be "
+                                       "lost to an interruption. After changing the tagger's options, use "
+                                       "--no-resume or another --out.")
     loc.add_argument("tagger", choices=["imagenet", "faces", "ocr"])
     loc.add_argument("paths", nargs="+", help="image files and/or folders")
-    loc.add_argument("--out", required=True, help="folder for <tagger>.csv")
+    loc.add_argument("--out", required=True, help="folder for <tagger>.csv (resumed if it is there)")
+    loc.add_argument("--no-resume", action="store_true",
+                     help="start <tagger>.csv afresh instead of skipping the images already in it")
     loc.add_argument("--reference-faces", default=None,
                      help="faces: folder of reference photos, one sub-folder (or file) per person")
     loc.add_argument("--tolerance", type=float, default=0.6, help="faces: largest encoding distance for a match")

@@ -14,6 +14,8 @@ Every table has ``image``, ``label``, ``confidence`` (0-100, like Rekognition),
 ``model_version`` and ``error``, so :mod:`imgasdata.autotag.validate` reads them
 as it reads Rekognition's. An image where nothing is found still gets one row
 with an empty label; an unreadable file gets one row with the reason in ``error``.
+With ``out_csv`` the rows go to a CSV as each batch is done, and ``resume=True`` carries
+an interrupted job on from the images already there (a day of OCR is not lost to a crash).
 dlib and RapidOCR are optional extras (``faces``, ``ocr``).
 
 Each tagger is a class (:class:`ImagenetTagger`, :class:`FaceTagger`, :class:`TextTagger`)
@@ -25,6 +27,8 @@ return the same table in the same order.
 
 from __future__ import annotations
 
+import math
+from contextlib import nullcontext
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from itertools import groupby
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..csv_rows import CsvRows
 from ..errors import DataError, MissingFileError, SettingsError, UserError, require
 from ..images import expand_inputs, list_images, load_image
 from ..progress import progress as progress_bar
@@ -52,6 +57,10 @@ def _pkg_version(name):
         return "unknown"
 
 
+def _cell(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def _empty_row(image, model_version, error=""):
     return {"image": str(image), "label": "", "confidence": float("nan"), "model_version": model_version,
             "error": error}
@@ -64,6 +73,7 @@ class _Tagger:
     batch by batch from :meth:`batches`, every path's rows together and in input order.
     """
 
+    name = ""
     columns: tuple = ()
     numeric: tuple = ()
 
@@ -71,9 +81,12 @@ class _Tagger:
         raise NotImplementedError
 
     def row_batches(self, paths):
-        """The rows of :meth:`batches` as lists in ``columns`` order (a missing cell is ``None``)."""
+        """The rows of :meth:`batches` as lists in ``columns`` order (a missing cell, NaN included, is ``None``).
+
+        ``None`` is what the CSV writes as an empty cell, here and from a Ray worker alike.
+        """
         for batch in self.batches(paths):
-            yield [[row.get(c) for c in self.columns] for row in batch]
+            yield [[_cell(row.get(c)) for c in self.columns] for row in batch]
 
     def __call__(self, paths):
         """All rows of ``paths`` as lists, each starting with its path: what a Ray worker runs on a chunk."""
@@ -91,30 +104,43 @@ def _table(rows, tagger_class):
     return df
 
 
-def _run(tagger_class, options, inputs, desc, progress, engine, address, workers, chunk_size, tagger=None):
+def _run(tagger_class, options, inputs, desc, progress, engine, address, workers, chunk_size, tagger=None,
+         out_csv=None, resume=False):
     """Run a tagger over ``inputs`` here or on Ray, with a progress bar; return its tidy table.
 
     ``options`` are the tagger's keyword arguments (sent to every Ray worker, which builds
-    its own tagger once); ``tagger`` is an already built one to use here.
+    its own tagger once); ``tagger`` is an already built one to use here (``None``: build it
+    only if there is work left). With ``out_csv`` the rows are appended to it batch by batch
+    (:class:`imgasdata.csv_rows.CsvRows`, as :func:`imgasdata.predict.predict` does); with
+    ``resume`` the images already in it are skipped, and the whole file is returned. The
+    table's ``attrs["skipped"]`` counts the input images found done.
     """
     paths = expand_inputs(inputs)
-    bar = progress_bar(total=len(paths), desc=desc, unit="img", enabled=progress)
-    rows = []
+    out = CsvRows(out_csv, tagger_class.columns, "image", resume, f"the {tagger_class.name} tagger's") if out_csv else None
+    todo = [p for p in paths if out is None or str(p) not in out.done]
+    bar = progress_bar(total=len(todo), desc=desc, unit="img", enabled=progress)
     if engine == "ray":
         from ..ray_engine import map_paths
 
         columns = ["path", *tagger_class.columns[1:]]  # map_paths' rule: rows start with their path
-        for df in map_paths(paths, partial(tagger_class, **options), columns, address=address, workers=workers,
-                            chunk_size=chunk_size):
-            rows += df.values.tolist()
-            bar.update(len(dict.fromkeys(df["path"])))
+        batches = (df.values.tolist() for df in map_paths(todo, partial(tagger_class, **options), columns,
+                                                           address=address, workers=workers, chunk_size=chunk_size))
     else:
-        tagger = tagger or tagger_class(**options)
-        for batch in tagger.row_batches(paths):
-            rows += batch
+        batches = (tagger or tagger_class(**options)).row_batches(todo) if todo else iter(())
+    rows = []
+    with out or nullcontext():
+        for batch in batches:
+            if out is not None:
+                out.write(batch)
+            else:
+                rows += batch  # kept in memory only when there is no CSV to read back
             bar.update(len(dict.fromkeys(row[0] for row in batch)))
     bar.close()
-    return _table(rows, tagger_class)
+    if out is not None:
+        rows = pd.read_csv(out_csv, dtype=str, keep_default_na=False).values.tolist()
+    table = _table(rows, tagger_class)
+    table.attrs["skipped"] = len(paths) - len(todo)
+    return table
 
 
 def _check_engine(engine, address, workers):
@@ -135,6 +161,7 @@ def _check_engine(engine, address, workers):
 class ImagenetTagger(_Tagger):
     """The ImageNet tagger's model, loaded once: paths to tidy top-``k`` rows (see :func:`tag_imagenet`)."""
 
+    name = "imagenet"
     columns = IMAGENET_COLUMNS
     numeric = ("confidence", "rank")
 
@@ -164,7 +191,8 @@ class ImagenetTagger(_Tagger):
 
 
 def tag_imagenet(inputs, k=5, backbone="efficientnet_lite0", weights="imagenet", min_confidence=0.0,
-                 batch_size=16, device="auto", progress=True, engine="torch", address=None, workers=None):
+                 batch_size=16, device="auto", progress=True, engine="torch", address=None, workers=None,
+                 out_csv=None, resume=False):
     """Top-``k`` ImageNet classes per image as tidy rows (``confidence`` = probability x 100).
 
     Classes under ``min_confidence`` are dropped; an image left with none keeps
@@ -172,6 +200,11 @@ def tag_imagenet(inputs, k=5, backbone="efficientnet_lite0", weights="imagenet",
     (default: a local one) in ``workers`` processes (default: one per CPU), each loading
     the model once, in chunks of ``batch_size`` images; the table is the same as here.
     On one machine ``workers`` is the number of decoding threads.
+
+    With ``out_csv`` the rows are appended to that CSV as each batch is done, and the whole
+    CSV is returned; ``resume=True`` skips the images already in it, so an interrupted job
+    carries on where it stopped (without ``resume`` the file is started afresh). The same
+    holds for :func:`tag_faces` and :func:`tag_text`, on both engines.
     """
     if int(k) < 1:
         raise SettingsError(f"k must be at least 1, not {k}")
@@ -181,7 +214,7 @@ def tag_imagenet(inputs, k=5, backbone="efficientnet_lite0", weights="imagenet",
     # a Ray worker decodes in one thread beside its model: the cluster's parallelism is the workers
     options["threads"] = 1 if engine == "ray" else workers
     return _run(ImagenetTagger, options, inputs, "ImageNet tags", progress, engine, address, workers,
-                chunk_size=int(batch_size))
+                chunk_size=int(batch_size), out_csv=out_csv, resume=resume)
 
 
 # ------------------------------------------------------------------------- faces
@@ -252,6 +285,7 @@ class FaceTagger(_Tagger):
     :func:`reference_encodings` — or ``None`` to find faces without naming them.
     """
 
+    name = "faces"
     columns = FACE_COLUMNS
     numeric = ("confidence", "face", "distance", "detector_score", "box_left", "box_top", "box_width", "box_height")
 
@@ -293,7 +327,7 @@ class FaceTagger(_Tagger):
 
 
 def tag_faces(inputs, reference_faces=None, tolerance=0.6, upsample=1, max_side=1600, progress=True,
-              engine="torch", address=None, workers=None):
+              engine="torch", address=None, workers=None, out_csv=None, resume=False):
     """One row per image and detected face, named after the nearest reference person within ``tolerance``.
 
     ``label`` is the person's name for a match, else ``"face"``. With references,
@@ -307,7 +341,8 @@ def tag_faces(inputs, reference_faces=None, tolerance=0.6, upsample=1, max_side=
 
     ``engine="ray"`` runs on the Ray cluster at ``address`` (default: a local one) in
     ``workers`` processes (default: one per CPU); the reference faces are encoded here once
-    and sent to the workers. The table is the same as here.
+    and sent to the workers. The table is the same as here. ``out_csv`` and ``resume``: as in
+    :func:`tag_imagenet`.
     """
     if not 0 < float(tolerance) < 2:
         raise SettingsError(f"tolerance is a face-encoding distance between 0 and 2, not {tolerance}")
@@ -317,7 +352,8 @@ def tag_faces(inputs, reference_faces=None, tolerance=0.6, upsample=1, max_side=
     references = (refs["person"].tolist(), np.stack(refs["encoding"].values)) if refs is not None else None
     options = {"references": references, "tolerance": tolerance, "upsample": upsample, "max_side": max_side}
     return _run(FaceTagger, options, inputs, "faces", progress, engine, address, workers, chunk_size=8,
-                tagger=FaceTagger(**options, models=models) if engine == "torch" else None)
+                tagger=FaceTagger(**options, models=models) if engine == "torch" else None, out_csv=out_csv,
+                resume=resume)
 
 
 # ------------------------------------------------------------------------- text
@@ -332,6 +368,7 @@ def _ocr_engine():
 class TextTagger(_Tagger):
     """RapidOCR, loaded once: paths to one row per line of text (see :func:`tag_text`)."""
 
+    name = "ocr"
     columns = TEXT_COLUMNS
     numeric = ("confidence", "line", "box_left", "box_top", "box_width", "box_height")
 
@@ -369,18 +406,19 @@ class TextTagger(_Tagger):
         return found or [_empty_row(path, self.model_version)]
 
 
-def tag_text(inputs, min_confidence=0.0, progress=True, engine="torch", address=None, workers=None):
+def tag_text(inputs, min_confidence=0.0, progress=True, engine="torch", address=None, workers=None, out_csv=None,
+             resume=False):
     """One row per image and line of text found by RapidOCR (``confidence`` = score x 100).
 
     ``engine="ray"`` runs on the Ray cluster at ``address`` (default: a local one) in
     ``workers`` processes (default: one per CPU), each loading RapidOCR once; the table is
-    the same as here.
+    the same as here. ``out_csv`` and ``resume``: as in :func:`tag_imagenet`.
     """
     require("rapidocr", "ocr", "reading text in images")  # here, before any Ray worker tries
     require("onnxruntime", "ocr", "reading text in images")
     _check_engine(engine, address, workers)
     return _run(TextTagger, {"min_confidence": min_confidence}, inputs, "OCR", progress, engine, address,
-                workers, chunk_size=8)
+                workers, chunk_size=8, out_csv=out_csv, resume=resume)
 
 
 TAGGERS = {"imagenet": tag_imagenet, "faces": tag_faces, "ocr": tag_text}
