@@ -7,6 +7,7 @@ of the session, so a session starts Ray once however many files use it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -23,3 +24,24 @@ def local_ray():
     yield ray
     if started:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def interrupted_after_first_chunk():
+    """Within the block, Ray jobs hand back their first chunk of rows and then stop as Ctrl-C
+    (or a lost cluster) would: what an interrupted run leaves for ``resume`` to carry on from."""
+    import imgasdata.ray_engine as engine
+
+    real = engine.map_paths
+
+    def stops_after_first_chunk(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        yield next(rows)
+        rows.close()
+        raise KeyboardInterrupt
+
+    engine.map_paths = stops_after_first_chunk
+    try:
+        yield
+    finally:
+        engine.map_paths = real

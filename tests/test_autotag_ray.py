@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from ray_fixtures import local_ray  # noqa: F401  (the session's one local Ray)
+from ray_fixtures import interrupted_after_first_chunk, local_ray  # noqa: F401  (local_ray: the session's one local Ray)
 from test_autotag_local import text_image
 
 from imgasdata.autotag.local import tag_faces, tag_imagenet, tag_text
@@ -119,25 +119,13 @@ def test_without_ray_one_sentence_names_the_extra(tmp_path, monkeypatch):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_ray_tagger_resumes_an_interrupted_run(inputs, tmp_path, monkeypatch):
-    import imgasdata.ray_engine as engine
-
-    real_map_paths = engine.map_paths
-
-    def stops_after_first_batch(*args, **kwargs):
-        rows = real_map_paths(*args, **kwargs)
-        yield next(rows)
-        rows.close()
-        raise KeyboardInterrupt  # what Ctrl-C or a lost job leaves: one batch written
-
+def test_ray_tagger_resumes_an_interrupted_run(inputs, tmp_path):
     settings = {"k": 3, "batch_size": 4, "device": "cpu", "progress": False}
     out = tmp_path / "ray.csv"
-    monkeypatch.setattr(engine, "map_paths", stops_after_first_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_first_chunk(), pytest.raises(KeyboardInterrupt):
         tag_imagenet(inputs, out_csv=out, engine="ray", workers=2, **settings)
     partial = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert partial["image"].nunique() == 4 and len(partial) == 4 * 3  # four whole images, k rows each
-    monkeypatch.setattr(engine, "map_paths", real_map_paths)
 
     got = tag_imagenet(inputs, out_csv=out, resume=True, engine="ray", workers=2, **settings)
     assert got.attrs["skipped"] == 4

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import PAIR, make_image_file
-from ray_fixtures import local_ray  # noqa: F401  (the session's one local Ray)
+from ray_fixtures import interrupted_after_first_chunk, local_ray  # noqa: F401  (local_ray: the session's one local Ray)
 
 from imgasdata.errors import MissingExtraError, SettingsError
 from imgasdata.predict import predict
@@ -74,23 +74,11 @@ def test_ray_gives_the_single_machine_csv_bad_files_included(trained_run, inputs
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_ray_resumes_an_interrupted_run(trained_run, inputs, tmp_path, monkeypatch):
-    import imgasdata.ray_engine as engine
-
+def test_ray_resumes_an_interrupted_run(trained_run, inputs, tmp_path):
     run_dir, out = trained_run[0], tmp_path / "ray.csv"
-    real_map_paths = engine.map_paths
-
-    def stops_after_first_batch(*args, **kwargs):
-        rows = real_map_paths(*args, **kwargs)
-        yield next(rows)
-        rows.close()
-        raise KeyboardInterrupt  # what Ctrl-C or a killed job leaves: one batch written
-
-    monkeypatch.setattr(engine, "map_paths", stops_after_first_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_first_chunk(), pytest.raises(KeyboardInterrupt):
         predict(run_dir, inputs, out, batch_size=4, progress=False, engine="ray", workers=2)
     assert len(read(out)) == 4
-    monkeypatch.setattr(engine, "map_paths", real_map_paths)
 
     done = predict(run_dir, inputs, out, batch_size=4, resume=True, progress=False, engine="ray", workers=2)
     assert len(done) == 14 and done["path"].is_unique
