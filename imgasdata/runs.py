@@ -66,13 +66,6 @@ class Run:
         """The resolved training settings as recorded (a dict)."""
         return self.manifest.get("settings", {})
 
-    def errors(self, kind="wrong"):
-        """Validation and test images the model got wrong (see :func:`imgasdata.plots.select_errors`)."""
-        from .plots import select_errors
-
-        return select_errors(self.predictions, kind=kind, positive=self.manifest.get("positive") or "positive",
-                             n=len(self.predictions))
-
 
 def package_versions():
     """Versions of Python and the libraries that shape a run's numbers."""

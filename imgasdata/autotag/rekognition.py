@@ -158,13 +158,18 @@ def inspect_image(path, operation):
     return "; ".join(notes), ""
 
 
-def prepare_bytes(path, operation):
-    """The bytes to send for one image and a note of any change made; raises :class:`PreflightError`."""
+def prepare_bytes(path, operation, plan=None):
+    """The bytes to send for one image and a note of any change made; raises :class:`PreflightError`.
+
+    ``plan`` is the note :func:`plan_images` already made for this file (its header is then
+    not read again); without it the file is inspected here.
+    """
     from PIL import Image
 
-    plan, error = inspect_image(path, operation)
-    if error:
-        raise PreflightError(error)
+    if plan is None:
+        plan, error = inspect_image(path, operation)
+        if error:
+            raise PreflightError(error)
     if not plan:
         return Path(path).read_bytes(), ""
     try:
@@ -361,7 +366,7 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
             if fatal.is_set():
                 return item, "not sent: the run stopped after an authorisation error"
             try:
-                data, note = prepare_bytes(item.image, operation)
+                data, note = prepare_bytes(item.image, operation, item.plan)
             except PreflightError as exc:
                 return item, str(exc)
             limit.wait()
