@@ -410,3 +410,8 @@ def test_every_operation_is_one_record():
     assert rk.operation_params("labels", 50, 10) == {"MinConfidence": 50.0, "MaxLabels": 10}
     with pytest.raises(rk.SettingsError, match="labels only"):
         rk.operation_params("faces", max_labels=3)
+
+
+def test_scrub_keeps_an_image_name_that_looks_like_an_account():
+    name = "/photos/201901011230.jpg"
+    assert scrub(f"{name}: 40x40 px, account 123456789012", keep=name) == f"{name}: 40x40 px, account <account-id>"

@@ -101,7 +101,8 @@ def add_commands(sub):
     r = which.add_parser("rekognition", help="AWS Rekognition (credentials from boto3's standard chain only)",
                          description="Send images to AWS Rekognition once: answers are stored as they arrive "
                                      "in OUT/results.sqlite, and re-running the same command resumes without "
-                                     "paying again for answered images. Start with --dry-run.")
+                                     "paying again for answered images; Ctrl-C stops sending at once and a re-run "
+                                     "continues. Start with --dry-run.")
     r.add_argument("operation", choices=list(OPERATIONS), metavar="OPERATION",
                    help="; ".join(f"{o.name}: {o.help} ({o.api})" for o in OPERATIONS.values()))
     r.add_argument("paths", nargs="+", help="image files and/or folders")

@@ -623,8 +623,8 @@ def dry_run(operation, inputs, out_dir, min_confidence=None, max_labels=None, ma
         check_prices(prices, op)
     try:
         endpoint = _endpoint(make_client(region, endpoint_url=endpoint_url))
-    except SettingsError:
-        endpoint = None  # no region known: count answers from any endpoint
+    except UserError:  # no region known, or boto3 not installed: count answers from any endpoint
+        endpoint = None
     items = plan_images(op, inputs, params, endpoint or "")
     path = _store_path(out_dir)
     done = set()
@@ -706,7 +706,7 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
     client.meta.events.register("before-send.rekognition", before_send, unique_id=handler_id)
 
     def note_error(item, msg, key=None):
-        msg = scrub(msg)
+        msg = scrub(msg, keep=item.image)
         with lock:
             errors[item.key or item.image] = msg
         store.log_error(key or item.key, op.name, item.image, msg)
@@ -767,7 +767,7 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
             note_error(item, msg, key)
             return kind, code, msg
         except Exception as exc:  # noqa: BLE001 - anything else about this image: its row, not a lost run
-            msg = scrub(f"{type(exc).__name__}: {exc}")
+            msg = f"{type(exc).__name__}: {exc}"
             note_error(item, msg, key)
             return "other", type(exc).__name__, msg
 

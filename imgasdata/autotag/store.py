@@ -104,10 +104,14 @@ def answer_key(sha256, operation, params, endpoint):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def scrub(text):
-    """``text`` without account ARNs and 12-digit account IDs (messages end up in shared notebooks)."""
-    text = _ARN.sub("<arn>", str(text))
-    return _ACCOUNT.sub("<account-id>", text)
+def scrub(text, keep=""):
+    """``text`` without account ARNs and 12-digit account IDs (messages end up in shared notebooks).
+
+    ``keep`` (an image's name) is left as it is wherever it occurs: a photo called
+    ``201901011230.jpg`` is not an account.
+    """
+    parts = str(text).split(keep) if keep else [str(text)]
+    return keep.join(_ACCOUNT.sub("<account-id>", _ARN.sub("<arn>", part)) for part in parts)
 
 
 _ARN = re.compile(r"arn:aws[a-zA-Z-]*:[^\s\"',;)]*")
@@ -256,7 +260,7 @@ class ResultStore:
         """Record an error answer (account ARNs and IDs removed); errors never count as answers."""
         with self._lock:
             self._db.execute("INSERT INTO errors (key, operation, image, error, at) VALUES (?, ?, ?, ?, ?)",
-                             (key or "", operation, str(image), scrub(error), time.time()))
+                             (key or "", operation, str(image), scrub(error, keep=str(image)), time.time()))
 
     def log_call(self, key, operation, run_id=None):
         """Record one request sent over the network (each retry counts)."""
