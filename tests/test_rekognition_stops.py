@@ -415,3 +415,48 @@ def test_every_operation_is_one_record():
 def test_scrub_keeps_an_image_name_that_looks_like_an_account():
     name = "/photos/201901011230.jpg"
     assert scrub(f"{name}: 40x40 px, account 123456789012", keep=name) == f"{name}: 40x40 px, account <account-id>"
+
+
+def test_classify_credential_sso_and_parameter_failures_as_fatal():
+    from botocore import exceptions as bx
+
+    for exc in (bx.NoCredentialsError(), bx.UnauthorizedSSOTokenError(), bx.ParamValidationError(report="x"),
+                bx.EndpointConnectionError(endpoint_url="https://rekognition.us-east1.amazonaws.com")):
+        kind, _, message = rk.classify(exc, "DetectLabels", "https://rekognition.us-east1.amazonaws.com")
+        assert kind == "fatal" and message.count(";") <= 2, (exc, message)
+    assert "aws sso login" in rk.classify(bx.UnauthorizedSSOTokenError())[2]
+    err = bx.ClientError({"Error": {"Code": "InvalidImageFormatException", "Message": "bad"}}, "DetectLabels")
+    assert rk.classify(err)[0] == "image"
+    err = bx.ClientError({"Error": {"Code": "AccessDenied", "Message": "arn:aws:iam::123456789012:user/a"}},
+                         "DetectLabels")
+    kind, code, message = rk.classify(err, "DetectLabels")
+    assert (kind, code) == ("fatal", "AccessDenied") and "123456789012" not in message
+
+
+def test_stubbed_expired_token_stops_after_one_call(tmp_path, aws_env):
+    from botocore.stub import ANY, Stubber
+
+    paths = noise_images(tmp_path / "imgs", 5)
+    client = rk.make_client("us-east-1")
+    calls = []
+    client.meta.events.register("provide-client-params.rekognition.DetectLabels", lambda **kw: calls.append(1))
+    with Stubber(client) as stub:
+        stub.add_client_error("detect_labels", "ExpiredToken", "The security token included in the request is "
+                              "expired", expected_params={"Image": {"Bytes": ANY}})
+        with pytest.raises(rk.RunStopped, match="session token has expired"):
+            rk.tag_images("labels", paths, tmp_path / "out", client=client, concurrency=1, progress=False)
+        stub.assert_no_pending_responses()
+    assert len(calls) == 1  # the other four images were never sent
+    assert len(pd.read_csv(tmp_path / "out" / "errors.csv")) == 5
+
+
+def test_a_store_from_before_the_bytes_sent_key_is_refused(tmp_path):
+    from imgasdata.errors import DataError
+
+    db = tmp_path / "results.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, sha256 TEXT, operation TEXT, params TEXT, image TEXT, "
+                "response TEXT, model_version TEXT, preflight TEXT, answered_at REAL)")
+    con.close()
+    with pytest.raises(DataError, match="use a new --out"):
+        ResultStore(db)

@@ -764,6 +764,8 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
             if isinstance(getattr(exc, "__context__", None), _Stopped):
                 return "stopped", "", ""
             kind, code, msg = classify(exc, op.api, endpoint)
+            if kind == "fatal":
+                stop.set()  # here, not in the results loop: no other worker may send in between
             note_error(item, msg, key)
             return kind, code, msg
         except Exception as exc:  # noqa: BLE001 - anything else about this image: its row, not a lost run
