@@ -297,7 +297,7 @@ def _sha256(data):
 
 
 def _open(data, name):
-    """Open image bytes with Pillow, as ``(image, jpeg_scale)``; very large JPEGs at a reduced scale.
+    """Open image bytes with Pillow, as ``(image, scale, full size)``; very large JPEGs at a reduced scale.
 
     Pillow's decompression-bomb guard refuses images over :data:`~imgasdata.images.MAX_PIXELS`
     from their header. A JPEG can be decoded at 1/2, 1/4 or 1/8 scale without ever holding
@@ -319,7 +319,7 @@ def _open(data, name):
                                  f"(over {MAX_PIXELS:,} pixels); not sent")
         if scale > 1:
             img.draft(img.mode, (math.ceil(w / scale), math.ceil(h / scale)))
-        return img, scale
+        return img, scale, (w, h)
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
@@ -329,7 +329,7 @@ def _open(data, name):
     if img.width * img.height > MAX_PIXELS:
         raise PreflightError(f"{name}: {img.width}x{img.height} px is over the decompression-bomb limit of "
                              f"{MAX_PIXELS:,} pixels; not sent")
-    return img, 1
+    return img, 1, img.size
 
 
 def _sixteen_bit(img):
@@ -343,12 +343,11 @@ def inspect_bytes(data, name, operation):
     if not data:
         return "", f"{name}: empty file (0 bytes)"
     try:
-        img, scale = _open(data, name)
+        img, scale, (w, h) = _open(data, name)
     except PreflightError as exc:
         return "", str(exc)
     with img:
-        fmt, mode, (w, h) = img.format, img.mode, img.size
-        w, h = (w * scale, h * scale) if scale > 1 else (w, h)
+        fmt, mode, (dw, dh) = img.format, img.mode, img.size  # (dw, dh): the size as decoded
         animated = getattr(img, "is_animated", False)
         deep = _sixteen_bit(img)
     if min(w, h) < MIN_SIDE:
@@ -364,14 +363,15 @@ def inspect_bytes(data, name, operation):
     if animated:
         notes.append("first frame only")
     if scale > 1:
-        notes.append(f"decoded at 1/{scale} scale: {w}x{h} px is over the decompression-bomb limit")
+        notes.append(f"decoded at 1/{scale} scale ({dw}x{dh} px): {w}x{h} px is over Pillow's "
+                     "decompression-bomb limit")
     top = op.max_side
-    if top and max(w, h) > top:
-        s = top / max(w, h)
-        if min(w, h) * s < MIN_SIDE:
+    if top and max(dw, dh) > top:
+        s = top / max(dw, dh)
+        if min(dw, dh) * s < MIN_SIDE:
             return "", (f"{name}: {w}x{h} px cannot be brought under {top} px per side without a side "
                         f"falling under {MIN_SIDE} px (not sent)")
-        notes.append(f"downscaled from {w}x{h} px to fit {top} px per side")
+        notes.append(f"downscaled from {dw}x{dh} px to fit {top} px per side")
     if len(data) > MAX_BYTES:
         notes.append(f"re-encoded: {len(data) / 1e6:.1f} MB is over the 5 MB limit")
     return "; ".join(notes), ""
@@ -409,7 +409,7 @@ def prepare(data, name, operation):
         raise PreflightError(error)
     if not plan:
         return data, ""
-    img, _ = _open(data, name)
+    img, _, _ = _open(data, name)
     try:
         if getattr(img, "is_animated", False):
             img.seek(0)
@@ -814,7 +814,8 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
         for item in left_over:
             errors[item.key] = "not sent yet: the --max-calls cap was reached; run again to continue"
     finally:
-        interrupted = sys.exc_info()[0] is not None
+        # Ctrl-C or a bug (not a mistake already worded for the user): say what is kept and what is left
+        interrupted = sys.exc_info()[0] is not None and not isinstance(sys.exc_info()[1], UserError)
         try:
             table = _write_outputs(op, items, store, errors, out_dir, book, excel_safe)
             left = sum(1 for i in items if not i.error and store.find(i.key) is None) if items else 0
