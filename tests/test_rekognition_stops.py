@@ -460,3 +460,19 @@ def test_a_store_from_before_the_bytes_sent_key_is_refused(tmp_path):
     con.close()
     with pytest.raises(DataError, match="use a new --out"):
         ResultStore(db)
+
+
+def test_ctrl_c_while_planning_leaves_the_last_csvs_alone(tmp_path, aws_env, monkeypatch):
+    paths = noise_images(tmp_path / "imgs", 2)
+    out = tmp_path / "out"
+    with StubRekognition() as stub:
+        rk.tag_images("labels", paths, out, endpoint_url=stub.url, progress=False)
+        before = (out / "labels.csv").read_bytes()
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(rk, "plan_images", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            rk.tag_images("labels", paths, out, endpoint_url=stub.url, progress=False)
+    assert (out / "labels.csv").read_bytes() == before

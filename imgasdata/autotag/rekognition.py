@@ -202,8 +202,11 @@ PRICES_AS_OF = "2026-11-30"
 #: Rekognition Image prices (US East, N. Virginia) in US dollars per 1,000 images, as
 #: ``(images in the tier, price)`` with ``None`` for "all the rest". The tiers are the
 #: published per-month ones (first 1 million images, next 4 million, next 30 million, over
-#: 35 million); the five operations here are all in the page's "Group 2" APIs. Prices change
-#: and differ by region: CHECK THEM against https://aws.amazon.com/rekognition/pricing/
+#: 35 million); the five operations here are all in the page's "Group 2" APIs. On
+#: 2026-11-30 the first three prices ($1.00, $0.80, $0.60) agreed with the page's worked
+#: examples as transcribed on 2026-10-07; the last ($0.25 over 35 million) could not be
+#: re-read that day. Prices change and differ by region: CHECK THEM against
+#: https://aws.amazon.com/rekognition/pricing/
 #: before relying on an estimate, and pass your own table (``prices=`` or ``--prices``).
 #: Tiers count images per month and account; the estimate applies them to this run alone.
 DEFAULT_PRICES = {op.price_key: [(1_000_000, 1.00), (4_000_000, 0.80), (30_000_000, 0.60), (None, 0.25)]
@@ -687,10 +690,10 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     client = client or make_client(region, retry_mode, max_attempts, concurrency, endpoint_url)
     endpoint = _endpoint(client)
-    items = plan_images(op, inputs, params, endpoint)
     run_id = uuid.uuid4().hex
     owner = run_id  # claims are made in the store's name of this run
-    store = ResultStore(_store_path(out_dir))
+    store = ResultStore(_store_path(out_dir))  # before planning: an unusable store is said at once
+    items = None
     run_started(owner)
     local = threading.local()
     stop = threading.Event()
@@ -776,6 +779,7 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
     limit = _RateLimit(rate, stop)
     todo, left_over, stopped = [], [], None
     try:
+        items = plan_images(op, inputs, params, endpoint)
         done = store.answered({i.key for i in items if i.key})
         seen = set()
         for item in items:
@@ -817,9 +821,12 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
         # Ctrl-C or a bug (not a mistake already worded for the user): say what is kept and what is left
         interrupted = sys.exc_info()[0] is not None and not isinstance(sys.exc_info()[1], UserError)
         try:
-            table = _write_outputs(op, items, store, errors, out_dir, book, excel_safe)
-            left = sum(1 for i in items if not i.error and store.find(i.key) is None) if items else 0
-            answered = store.count("answers")
+            if items is None:  # stopped while planning: yesterday's CSVs stay as they are
+                left, answered, table = "all", store.count("answers"), None
+            else:
+                table = _write_outputs(op, items, store, errors, out_dir, book, excel_safe)
+                left = sum(1 for i in items if not i.error and store.find(i.key) is None)
+                answered = store.count("answers")
         finally:
             client.meta.events.unregister("before-send.rekognition", unique_id=handler_id)
             store.release_all(owner)
