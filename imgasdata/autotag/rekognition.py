@@ -645,7 +645,8 @@ def dry_run(operation, inputs, out_dir, min_confidence=None, max_labels=None, ma
             "cannot_send": sum(bool(i.error) for i in items),
             "to_convert": sum(bool(i.plan) and not i.error for i in items),
             "to_call": len(todo), "calls": calls,
-            "estimated_cost_usd": estimate_cost(calls, op, prices), "price_note": PRICE_NOTE}
+            "estimated_cost_usd": estimate_cost(calls, op, prices),
+            "price_note": PRICE_NOTE if prices is None else "estimate from the price table given (per 1,000 images)"}
 
 
 class RunStopped(UserError):
