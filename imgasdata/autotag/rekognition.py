@@ -834,8 +834,10 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
             run_ended(owner)
             store.close()
         if interrupted:
-            print(f"stopped: {left} image(s) left without an answer; {answered} answer(s) are kept in "
-                  f"{store.path}; run the same command again to continue", file=sys.stderr)
+            what = ("while reading the images, before sending any" if items is None
+                    else f"{left} image(s) left without an answer")
+            print(f"stopped: {what}; {answered} answer(s) are kept in {store.path}; run the same command "
+                  "again to continue", file=sys.stderr)
     if stopped:
         raise RunStopped(f"{stopped} ({left} image(s) left; answers so far are kept in {store.path})")
     table.attrs["run_id"] = run_id
