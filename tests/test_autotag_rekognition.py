@@ -180,10 +180,11 @@ def test_celebrities_with_stubber_then_no_second_call(tmp_path, aws_env):
 def test_operations_moto_lacks_with_stubber(tmp_path, aws_env, operation, method, response, expected):
     paths = noise_images(tmp_path / "imgs", 1)
     client = stubbed_client()
-    params = {"Image": {"Bytes": ANY}, **rk.operation_params(operation, min_confidence=60)}
+    mc = 60 if operation == "moderation" else None
+    params = {"Image": {"Bytes": ANY}, **rk.operation_params(operation, min_confidence=mc)}
     with Stubber(client) as stub:
         stub.add_response(method, response, params)
-        table = rk.tag_images(operation, paths, tmp_path / "out", client=client, min_confidence=60, progress=False)
+        table = rk.tag_images(operation, paths, tmp_path / "out", client=client, min_confidence=mc, progress=False)
     for k, v in expected.items():
         assert table[k].iloc[0] == v
 
@@ -348,4 +349,4 @@ def test_cli_dry_run_calls_nothing(tmp_path, capsys, aws_env):
     assert not (tmp_path / "out" / "results.sqlite").exists()
     assert main(["autotag", "rekognition", "labels", str(tmp_path / "imgs"), "--out", str(tmp_path / "o2"),
                  "--min-confidence", "120", "--dry-run"]) == 2
-    assert "between 0 and 100" in capsys.readouterr().err
+    assert "min_confidence must be a number in [0, 100]" in capsys.readouterr().err

@@ -11,34 +11,26 @@ import json
 from pathlib import Path
 
 
-def _read_prices(path):
-    """A price table from JSON: ``{"labels": [[1000000, 1.0], [null, 0.8]], ...}`` or one list for all."""
-    from ..errors import MissingFileError, SettingsError
-
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"price file not found: {path}")
-    try:
-        table = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{path} is not valid JSON ({exc})") from None
-    return table
-
-
 def cmd_rekognition(a):
     import pandas as pd
 
-    from .rekognition import dry_run, tag_images
+    from .rekognition import check_prices, dry_run, read_prices, tag_images
 
-    prices = _read_prices(a.prices) if a.prices else None
+    prices = None
+    if a.prices:
+        prices = read_prices(a.prices)
+        check_prices(prices, a.operation, source=f"the price file {a.prices}")
     if a.dry_run:
-        summary = dry_run(a.operation, a.paths, a.out, a.min_confidence, a.max_labels, a.max_calls, prices)
+        summary = dry_run(a.operation, a.paths, a.out, a.min_confidence, a.max_labels, a.max_calls, prices,
+                          region=a.region, endpoint_url=a.endpoint_url)
         for k, v in summary.items():
             print(f"{k:>20}: {v}")
         return
     table = tag_images(a.operation, a.paths, a.out, region=a.region, min_confidence=a.min_confidence,
                        max_labels=a.max_labels, max_calls=a.max_calls, concurrency=a.concurrency, rate=a.rate,
-                       retry_mode=a.retry_mode, max_attempts=a.max_attempts, book=a.book)
+                       retry_mode=a.retry_mode, max_attempts=a.max_attempts, book=a.book,
+                       endpoint_url=a.endpoint_url, stop_after_errors=a.stop_after_errors,
+                       excel_safe=a.excel_safe)
     errors = table.loc[table["error"] != "", "image"].nunique()
     images = table["image"].nunique()
     print(f"{images} images, {table.attrs['calls']} sent in this run, {errors} without an answer "
@@ -101,7 +93,7 @@ def cmd_validate(a):
 
 def add_commands(sub):
     """Add this chapter's subcommands to ``sub`` (an argparse subparsers object)."""
-    from .rekognition import OPERATIONS
+    from .rekognition import OPERATIONS, PRICES_AS_OF
 
     p = sub.add_parser("autotag", help="tag images with AWS Rekognition or offline open-source taggers")
     which = p.add_subparsers(dest="service", required=True)
@@ -109,8 +101,10 @@ def add_commands(sub):
     r = which.add_parser("rekognition", help="AWS Rekognition (credentials from boto3's standard chain only)",
                          description="Send images to AWS Rekognition once: answers are stored as they arrive "
                                      "in OUT/results.sqlite, and re-running the same command resumes without "
-                                     "paying again for answered images. Start with --dry-run.")
-    r.add_argument("operation", choices=list(OPERATIONS))
+                                     "paying again for answered images; Ctrl-C stops sending at once and a re-run "
+                                     "continues. Start with --dry-run.")
+    r.add_argument("operation", choices=list(OPERATIONS), metavar="OPERATION",
+                   help="; ".join(f"{o.name}: {o.help} ({o.api})" for o in OPERATIONS.values()))
     r.add_argument("paths", nargs="+", help="image files and/or folders")
     r.add_argument("--out", required=True, help="folder for <operation>.csv, errors.csv, raw/ and results.sqlite")
     r.add_argument("--dry-run", action="store_true", help="count images, answered ones and the cost; call nothing")
@@ -124,8 +118,18 @@ def add_commands(sub):
                    help="botocore retry mode for throttling and transient errors")
     r.add_argument("--max-attempts", type=int, default=5, help="attempts per image, the first included")
     r.add_argument("--prices", default=None,
-                   help='JSON price table in US$ per 1,000 images, e.g. {"labels": [[1000000, 1.0], [null, 0.8]]}')
-    r.add_argument("--book", action="store_true", help="also write <operation>_book.csv in the book scripts' columns")
+                   help='JSON price table in US$ per 1,000 images, e.g. {"labels": [[1000000, 1.0], [null, 0.8]]} '
+                        f"(default: the published US East table as of {PRICES_AS_OF}; check it)")
+    r.add_argument("--endpoint-url", default=None,
+                   help="another endpoint (a local test server); default: AWS's, or AWS_ENDPOINT_URL")
+    r.add_argument("--stop-after-errors", type=int, default=10,
+                   help="stop after this many identical errors in a row that are not about an image")
+    r.add_argument("--excel-safe", action="store_true",
+                   help="prefix text cells starting with = + - @ with ' so spreadsheets do not run them as "
+                        "formulas (default: values exactly as found, for pandas and R)")
+    r.add_argument("--book", action="store_true",
+                   help="also write <operation>_book.csv in the book scripts' columns ("
+                        + ", ".join(o.name for o in OPERATIONS.values() if o.book) + ")")
     r.set_defaults(func=cmd_rekognition)
 
     loc = which.add_parser("local", help="offline taggers: ImageNet classes, faces (dlib), text (RapidOCR)",

@@ -12,8 +12,10 @@ URLs) are joined with ``"; "``; boxes are the service's fractions of the width
 and height. Services that do not report a model version (celebrities, faces)
 get ``"unreported"``, so the gap is recorded rather than blank.
 
-:func:`book_columns` rewrites labels and celebrities in the columns of the book
-authors' scripts (``image_id``, ``label_str``, ``label_conf``, ...).
+:func:`book_labels` and :func:`book_celebrities` rewrite answers in the columns of
+the book authors' scripts (``image_id``, ``label_str``, ``label_conf``, ...). Which
+tidier and book writer belong to which operation is recorded once, in
+:data:`imgasdata.autotag.rekognition.OPERATIONS`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 
 import pandas as pd
 
-from ..errors import DataError, SettingsError
+from ..errors import DataError
 
 UNREPORTED = "unreported"
 
@@ -136,45 +138,42 @@ def tidy_moderation(image, response):
     return _frame(rows, MODERATION_COLUMNS, image, version)
 
 
-TIDIERS = {"labels": tidy_labels, "celebrities": tidy_celebrities, "faces": tidy_faces, "text": tidy_text,
-           "moderation": tidy_moderation}
-COLUMNS = {"labels": LABEL_COLUMNS, "celebrities": CELEBRITY_COLUMNS, "faces": FACE_COLUMNS,
-           "text": TEXT_COLUMNS, "moderation": MODERATION_COLUMNS}
+def book_labels(image, response):
+    """DetectLabels rows in the columns of the book authors' scripts, for comparing with the book's CSV files.
 
-
-def book_columns(operation, image, response):
-    """Rows in the columns of the book authors' scripts, for comparing with the book's CSV files.
-
-    Labels: ``image_id``, ``full_detect_labels_response``, ``label_num``,
-    ``label_str``, ``label_conf``. Celebrities: ``image_id``,
-    ``celeb_full_response``, ``celeb_num``, ``celeb_urls``, ``celeb_name``,
-    ``celeb_id``, ``celeb_face_data``, ``celeb_face_conf``, ``celeb_match_conf``,
-    ``celeb_metadata``. Nested values are written as JSON (the scripts wrote
-    Python reprs, which no program can read back safely).
+    Columns: ``image_id``, ``full_detect_labels_response``, ``label_num``,
+    ``label_str``, ``label_conf``. Nested values are written as JSON (the scripts
+    wrote Python reprs, which no program can read back safely).
     """
+    _check(response, "Labels", "DetectLabels")
+    name, full = str(image), json.dumps(response, default=str)
+    rows = [{"image_id": name, "full_detect_labels_response": full, "label_num": k,
+             "label_str": lab.get("Name", ""), "label_conf": lab.get("Confidence")}
+            for k, lab in enumerate(response["Labels"], 1)]
+    if not rows:
+        rows = [{"image_id": name, "full_detect_labels_response": full, "label_num": "", "label_str": "",
+                 "label_conf": ""}]
+    return pd.DataFrame(rows)
+
+
+def book_celebrities(image, response):
+    """RecognizeCelebrities rows in the columns of the book authors' scripts.
+
+    Columns: ``image_id``, ``celeb_full_response``, ``celeb_num``, ``celeb_urls``,
+    ``celeb_name``, ``celeb_id``, ``celeb_face_data``, ``celeb_face_conf``,
+    ``celeb_match_conf``, ``celeb_metadata`` (nested values as JSON).
+    """
+    _check(response, "CelebrityFaces", "RecognizeCelebrities")
     name = str(image)
-    if operation == "labels":
-        _check(response, "Labels", "DetectLabels")
-        full = json.dumps(response, default=str)
-        rows = [{"image_id": name, "full_detect_labels_response": full, "label_num": k,
-                 "label_str": lab.get("Name", ""), "label_conf": lab.get("Confidence")}
-                for k, lab in enumerate(response["Labels"], 1)]
-        if not rows:
-            rows = [{"image_id": name, "full_detect_labels_response": full, "label_num": "", "label_str": "",
-                     "label_conf": ""}]
-        return pd.DataFrame(rows)
-    if operation == "celebrities":
-        _check(response, "CelebrityFaces", "RecognizeCelebrities")
-        meta = json.dumps(response.get("ResponseMetadata", {}), default=str)
-        rows = [{"image_id": name, "celeb_full_response": json.dumps(face, default=str), "celeb_num": k,
-                 "celeb_urls": json.dumps(face.get("Urls", [])), "celeb_name": face.get("Name", ""),
-                 "celeb_id": face.get("Id", ""), "celeb_face_data": json.dumps(face.get("Face", {})),
-                 "celeb_face_conf": (face.get("Face") or {}).get("Confidence"),
-                 "celeb_match_conf": face.get("MatchConfidence"), "celeb_metadata": meta}
-                for k, face in enumerate(response["CelebrityFaces"], 1)]
-        if not rows:
-            rows = [{"image_id": name, "celeb_full_response": "", "celeb_num": "", "celeb_urls": "",
-                     "celeb_name": "", "celeb_id": "", "celeb_face_data": "", "celeb_face_conf": "",
-                     "celeb_match_conf": "", "celeb_metadata": meta}]
-        return pd.DataFrame(rows)
-    raise SettingsError(f"the book's scripts cover labels and celebrities only, not {operation!r}")
+    meta = json.dumps(response.get("ResponseMetadata", {}), default=str)
+    rows = [{"image_id": name, "celeb_full_response": json.dumps(face, default=str), "celeb_num": k,
+             "celeb_urls": json.dumps(face.get("Urls", [])), "celeb_name": face.get("Name", ""),
+             "celeb_id": face.get("Id", ""), "celeb_face_data": json.dumps(face.get("Face", {})),
+             "celeb_face_conf": (face.get("Face") or {}).get("Confidence"),
+             "celeb_match_conf": face.get("MatchConfidence"), "celeb_metadata": meta}
+            for k, face in enumerate(response["CelebrityFaces"], 1)]
+    if not rows:
+        rows = [{"image_id": name, "celeb_full_response": "", "celeb_num": "", "celeb_urls": "",
+                 "celeb_name": "", "celeb_id": "", "celeb_face_data": "", "celeb_face_conf": "",
+                 "celeb_match_conf": "", "celeb_metadata": meta}]
+    return pd.DataFrame(rows)
