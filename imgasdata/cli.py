@@ -107,6 +107,39 @@ def cmd_notebooks(a):
     run_notebooks(a.notebooks, out=a.out, parameters=params, folder=a.folder, kernel=a.kernel)
 
 
+def cmd_capsule_run(a):
+    from .capsule import run, write_summary
+
+    params = None
+    if a.parameters or a.parameters_file:
+        from .course import parse_parameters
+
+        params = parse_parameters(a.parameters or [], a.parameters_file)
+    results = run(a.results, data=a.data, seed=a.seed, notebooks=a.notebooks, folder=a.folder,
+                  parameters=params, overwrite=a.overwrite)
+    table = write_summary(results)
+    missing = table["value"].isna().sum()
+    print(table.drop(columns=["source"]).to_string(index=False))
+    print(f"results in {results}" + (f"; {missing} number(s) were not written by the notebooks" if missing else ""))
+
+
+def cmd_capsule_check(a):
+    import pandas as pd
+
+    from .capsule import check
+
+    table = check(a.results, a.reference)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(index=False))
+    bad = table[~table["ok"]]
+    if len(bad):
+        names = ", ".join(f"{r.notebook}/{r.quantity}" for r in bad.itertuples())
+        print(f"{len(bad)} of {len(table)} number(s) differ from the reference: {names}", file=sys.stderr)
+        return 1
+    print(f"all {len(table)} numbers match the reference within their tolerances")
+    return 0
+
+
 def build_parser():
     """The argument parser for the ``imgasdata`` command."""
     parser = argparse.ArgumentParser(prog="imgasdata", description=__doc__.splitlines()[0])
@@ -168,6 +201,25 @@ def build_parser():
     p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
     p.set_defaults(func=cmd_notebooks)
 
+    p = sub.add_parser("capsule", help="replication capsule: run everything into a results folder, or check one")
+    capsule = p.add_subparsers(dest="capsule_command", required=True)
+    q = capsule.add_parser("run", help="build the sample data, run every notebook, write results/ with "
+                                       "environment.json and summary.csv")
+    q.add_argument("--results", default="results", help="the results folder (default: results)")
+    q.add_argument("--data", default=None, help="where the sample data is built (default: data/ beside the notebooks)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--folder", default=None, help="where the numbered notebooks are (default: the repository's)")
+    q.add_argument("notebooks", nargs="*", help="notebook files or numbers (default: all)")
+    q.add_argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a notebook parameter, e.g. -p mode full (repeatable)")
+    q.add_argument("-f", "--parameters-file", help="YAML file of parameters")
+    q.add_argument("--overwrite", action="store_true", help="replace an earlier capsule run in --results")
+    q.set_defaults(func=cmd_capsule_run)
+    q = capsule.add_parser("check", help="compare a results folder's summary.csv with the committed reference")
+    q.add_argument("results", help="a results folder (or its summary.csv)")
+    q.add_argument("--reference", default=None, help="reference summary.csv (default: capsule/reference/summary.csv)")
+    q.set_defaults(func=cmd_capsule_check)
+
     # The chapters with several commands declare them next to their code.
     from .autotag.commands import add_commands as add_autotag_commands
     from .prepare.commands import add_commands as add_prepare_commands
@@ -181,7 +233,7 @@ def main(argv=None):
     """Entry point of the ``imgasdata`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -190,7 +242,7 @@ def main(argv=None):
             raise
         print(f"imgasdata {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
