@@ -13,6 +13,7 @@ this project's tests have run on.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,31 @@ def requirements():
     return out
 
 
+def as_requirements(lock_file):
+    """The lock as a hashed requirements file: ``name==version --hash=sha256:...`` per package.
+
+    The same pins and hashes as pylock.toml, in the format every pip reads with
+    ``--require-hashes``. ``make install`` uses it because pip then takes each file from
+    wherever it is configured to look (a mirror, a wheel cache) and checks its hash,
+    while ``-r pylock.toml`` always fetches the URL written in the lock.
+    """
+    data = tomllib.loads(Path(lock_file).read_text())
+    lines = []
+    for package in data["packages"]:
+        files = package.get("wheels", []) + ([package["sdist"]] if "sdist" in package else [])
+        hashes = " ".join(f"--hash=sha256:{f['hashes']['sha256']}" for f in files)
+        lines.append(f"{package['name']}=={package['version']} {hashes}")
+    return "\n".join(lines) + "\n"
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requirements", metavar="FILE",
+                        help="instead of locking, write pylock.toml as a hashed requirements FILE")
+    args = parser.parse_args()
+    if args.requirements:
+        Path(args.requirements).write_text(as_requirements(ROOT / "pylock.toml"))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "requirements.in"
         req.write_text("\n".join(requirements()) + "\n")
