@@ -127,7 +127,8 @@ def assign_groups(df, fractions, seed=0):
     ``df`` has ``label`` and ``group``; ``fractions`` are the train/val/test
     shares. Groups are taken largest first (ties in an order drawn with ``seed``),
     and each goes to the split where it most reduces the squared gap between the
-    images per class and their targets (``fraction x class size``): a greedy
+    images per class and their targets (``fraction x class size``), and between the
+    split's total and its share: a greedy
     stratified group assignment, which lands within a point or two of the shares
     unless one group is larger than a split's share. Returns the split per row.
     """
@@ -143,9 +144,14 @@ def assign_groups(df, fractions, seed=0):
     order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
     usable = [s for s, f in enumerate(fractions) if f > 0]
     where = {}
+    size = target.sum(axis=1)
+
+    def gap(s, v):  # squared gaps of split s's classes and of its total, after adding v
+        return ((have[s] + v - target[s]) ** 2).sum() + (have[s].sum() + v.sum() - size[s]) ** 2
+
     for g in order:
         v = counts.iloc[g].to_numpy(dtype=float)
-        cost = [((have[s] + v - target[s]) ** 2 - (have[s] - target[s]) ** 2).sum() for s in usable]
+        cost = [gap(s, v) - gap(s, 0 * v) for s in usable]
         s = usable[int(np.argmin(cost))]
         have[s] += v
         where[names[g]] = SPLITS[s]
