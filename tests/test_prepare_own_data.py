@@ -303,3 +303,38 @@ def test_own_project_from_flat_folder_and_wide_sheet(photos, tmp_path, monkeypat
     assert not fewer["path"].str.endswith(("cat_00_small.jpg", "thumb.png")).any()
     with pytest.raises(DataError, match="none of the columns"):
         read_exclusions("out/labels.csv")
+
+
+def test_train_and_predict_take_the_same_reports(photos, tmp_path, monkeypatch, capsys):
+    import imgasdata.predict
+    import imgasdata.train
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["dedup", "photos", "--out", "dups.csv"]) == 0
+    seen = {}
+    monkeypatch.setattr(imgasdata.predict, "predict",
+                        lambda run, paths, out, **kw: seen.setdefault("predict", paths) and pd.DataFrame(
+                            {"path": [], "label": [], "error": []}))
+    assert main(["predict", "RUN", "photos", "--out", "p.csv", "--exclude", "dups.csv"]) == 0
+    assert "1 image(s) left out by --exclude" in capsys.readouterr().out
+    assert len(seen["predict"]) == 13 and photos / "cat_00_small.jpg" not in seen["predict"]
+    flat = tmp_path / "flat"  # the same pictures in one folder per class
+    kind = lambda name: "cat" if name == "thumb.png" else name.split("_")[0]  # noqa: E731
+    for p in photos.iterdir():
+        (flat / kind(p.name)).mkdir(parents=True, exist_ok=True)
+        os.link(p, flat / kind(p.name) / p.name)
+    report = pd.read_csv("dups.csv")
+    report["path"] = [f"flat/{kind(Path(p).name)}/{Path(p).name}" for p in report["path"]]
+    report.to_csv("dups_flat.csv", index=False)
+
+    class Run:
+        manifest = {"best_epoch": 1, "epochs_run": 1, "mode": "head"}
+        metrics = {}
+        run_dir = "RUN"
+
+    monkeypatch.setattr(imgasdata.train, "train", lambda data, out, **kw: seen.setdefault("train", data) is not None
+                        and Run())
+    monkeypatch.setattr("imgasdata.metrics.summary_table", lambda m: pd.DataFrame())
+    assert main(["train", "flat", "--out", "RUN", "--exclude", "dups_flat.csv", "--split", "0.5", "0.25", "0.25"]) == 0
+    assert "1 image(s) left out by --exclude" in capsys.readouterr().out
+    assert len(seen["train"]) == 13 and not seen["train"]["path"].str.endswith("cat_00_small.jpg").any()

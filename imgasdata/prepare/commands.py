@@ -31,9 +31,9 @@ def _relative_to(paths, out):
             for p in map(str, paths)]
 
 
-def _excluded(n, what="image(s)"):
-    if n:
-        print(f"{n} {what} left out by --exclude")
+def _excluded(reports, n):
+    if reports:
+        print(f"{n} image(s) left out by --exclude")
 
 
 def cmd_dedup(a):
@@ -101,7 +101,7 @@ def cmd_labels(a):
         todo["path"] = rebase_paths(todo["path"], Path(a.out).parent, Path(a.ties).parent)
         _write(todo, a.ties)
     _write(df.drop(columns=["answers"], errors="ignore"), a.out)
-    _excluded(excluded)
+    _excluded(a.exclude, excluded)
     if a.rule == "emotion":
         print(df.groupby(["emotion", "label"]).size().unstack(fill_value=0).to_string())
     elif a.rule == "mean":
@@ -139,7 +139,7 @@ def cmd_split(a):
                                      seed=a.seed, overwrite=a.overwrite, exclude=a.exclude,
                                      drop_unlabelled=a.drop_unlabelled)
     print(report["table"].to_string())
-    _excluded(report["excluded"])
+    _excluded(a.exclude, report["excluded"])
     if report["unlabelled"]:
         print(f"{report['unlabelled']} image(s) without a label left out (--drop-unlabelled)")
     share = " / ".join(f"{100 * report['fractions'][s]:.1f}" for s in ("train", "val", "test"))
