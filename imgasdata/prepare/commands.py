@@ -8,9 +8,6 @@ from pathlib import Path
 from ..errors import SettingsError
 from ..paths import path_text
 
-LINK_CHOICES = ["copy", "hardlink", "symlink"]
-
-
 def _write(df, out):
     """Write ``df`` to the CSV ``out`` by a temporary file and :func:`os.replace`."""
     out = Path(out)
@@ -159,6 +156,7 @@ def cmd_split(a):
 def add_commands(sub):
     """Add this chapter's subcommands to ``sub`` (an argparse subparsers object)."""
     from .dedup import KEEP_RULES, METHODS
+    from .place import LINKS
 
     exclude_help = ("report(s) of imgasdata check, clean or dedup: leave out the files they mark as unreadable, "
                     "not kept or duplicates")
@@ -180,7 +178,7 @@ def add_commands(sub):
                    help="list the images of B (e.g. test) that have a near-duplicate in A (e.g. train)")
     p.add_argument("--copy-unique", metavar="DIR",
                    help="copy the kept image of every group into DIR (outside the input folders)")
-    p.add_argument("--link", default="copy", choices=LINK_CHOICES)
+    p.add_argument("--link", default="copy", choices=LINKS)
     p.add_argument("--overwrite", action="store_true", help="replace other files of the same name in DIR")
     p.add_argument("--cache", help="SQLite file of hashes reused between runs "
                                    "(default: .imgasdata-hashes.sqlite next to --out)")
@@ -207,7 +205,7 @@ def add_commands(sub):
     p.add_argument("--keep-to", metavar="DIR",
                    help="copy the files kept into DIR (outside the input folders; --exclude REPORT on "
                         "labels/split/train applies the report without copying)")
-    p.add_argument("--link", default="copy", choices=LINK_CHOICES)
+    p.add_argument("--link", default="copy", choices=LINKS)
     p.add_argument("--overwrite", action="store_true", help="replace other files of the same name in DIR")
     p.set_defaults(func=cmd_clean)
 
@@ -254,7 +252,7 @@ def add_commands(sub):
     p.add_argument("--exclude", nargs="+", metavar="REPORT", help=exclude_help)
     p.add_argument("--drop-unlabelled", action="store_true",
                    help="leave out rows with an empty label (default: refuse them, naming the rows)")
-    p.add_argument("--link", default="copy", choices=LINK_CHOICES)
+    p.add_argument("--link", default="copy", choices=LINKS)
     p.add_argument("--balance", action="store_true", help="as many images of each class as the smallest has")
     p.add_argument("--overwrite", action="store_true",
                    help="--out holds an earlier split: remove the files its manifest lists first")

@@ -29,7 +29,7 @@ from sklearn.model_selection import train_test_split
 from ..datasets import SPLITS, dataset_table
 from ..errors import DataError, MissingFileError, SettingsError, UserError
 from ..paths import path_key, path_text
-from .place import LINKS, folder_name, place_file, refuse_inside  # noqa: F401  (LINKS: the CLI's choices)
+from .place import LINKS, folder_name, place_file, refuse_inside
 
 MANIFEST = "manifest.csv"
 
