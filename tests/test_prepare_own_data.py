@@ -120,6 +120,13 @@ def test_split_twice_into_one_folder_never_leaks(photos, tmp_path):
     with pytest.raises(UserError, match="no earlier split listed"):
         split_dataset(labels_csv, out, val=0.2, test=0.2, seed=2, overwrite=True)
     assert stray.exists()
+    stray.unlink()
+    # links are cleared as links: re-splitting a hard-linked, then a symlinked split leaves the originals as they were
+    before = _snapshot(photos)
+    split_dataset(labels_csv, out, val=0.2, test=0.2, seed=3, overwrite=True, link="hardlink")
+    split_dataset(labels_csv, out, val=0.2, test=0.2, seed=4, overwrite=True, link="symlink")
+    split_dataset(labels_csv, out, val=0.2, test=0.2, seed=5, overwrite=True)
+    assert _snapshot(photos) == before and len(list(out.rglob("*.png"))) == len(labels)
     # an image inside --out, or --out inside the images' folder, is refused
     with pytest.raises(UserError, match="input folder"):
         split_dataset(labels_csv, photos / "DATA", val=0.2, test=0.2)
@@ -293,6 +300,8 @@ def test_own_project_from_flat_folder_and_wide_sheet(photos, tmp_path, monkeypat
     assert "2 image(s) left out by --exclude" in out and "off by" in out
     df = load_dataset("DATA/manifest.csv")  # what train reads: no renaming
     assert len(df) == len(names) - 3 and set(df["label"]) == {"bird", "cat", "dog"}
+    with pytest.raises(DataError, match="1 row\\(s\\) of .* have no label"):  # train refuses the tie too
+        load_dataset("out/labels.csv")
     # train and predict take the same reports: load_dataset leaves the files out (here from labels.csv)
     given = labels[labels["label"] != ""].copy()
     given["split"] = np.where(given["label"].duplicated(), "train", "val")
