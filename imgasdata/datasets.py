@@ -26,6 +26,7 @@ from sklearn.model_selection import train_test_split
 
 from .errors import DataError, MissingFileError
 from .images import list_images, list_other_files
+from .paths import path_key
 
 SPLITS = ("train", "val", "test")
 
@@ -98,7 +99,7 @@ def _stratified_split(df, fractions, seed):
     return df
 
 
-def load_dataset(source, split=(0.8, 0.1, 0.1), val_fraction=0.15, seed=0):
+def load_dataset(source, split=(0.8, 0.1, 0.1), val_fraction=0.15, seed=0, exclude=None):
     """Read a labelled image collection into a table of ``path, label, split``.
 
     ``source`` is a folder (the book's ``train/val/test`` layout, or one
@@ -106,25 +107,41 @@ def load_dataset(source, split=(0.8, 0.1, 0.1), val_fraction=0.15, seed=0):
     gives the train/val/test fractions for a collection that is not split yet;
     ``val_fraction`` is the share of ``train/`` held back for model selection
     when the folder has only one held-out split. Splits are stratified by label
-    and fixed by ``seed``. Returns the rows sorted by split, label and path.
+    and fixed by ``seed``. ``exclude``: reports of ``check``, ``clean`` or
+    ``dedup`` (see :func:`imgasdata.prepare.exclude.read_exclusions`) whose
+    unreadable, not-kept or duplicate files are left out before any split; the
+    number left out is in ``attrs["excluded"]``. Returns the rows sorted by split,
+    label and path.
     """
+    from .prepare.exclude import read_exclusions
+
     source = Path(source)
     if not source.exists():
         raise MissingFileError(f"Data folder or file not found: {source}")
+    excluded = read_exclusions(exclude)
+    dropped = []
+
+    def drop(rows):
+        gone = rows["path"].map(path_key).isin(excluded) if excluded else pd.Series(False, index=rows.index)
+        dropped.append(int(gone.sum()))
+        return rows[~gone].reset_index(drop=True)
+
     if source.is_file():
-        df = _read_csv(source, split, seed)
+        df = _read_csv(source, split, seed, drop)
     elif (source / "train").is_dir():
-        df = _read_split_folders(source, val_fraction, seed)
+        df = _read_split_folders(source, val_fraction, seed, drop)
     else:
-        df = _stratified_split(read_class_folders(source), split, seed)
+        df = _stratified_split(drop(read_class_folders(source)), split, seed)
     _check_classes(df, source)
     order = {s: i for i, s in enumerate(SPLITS)}
     df = df.sort_values(["split", "label", "path"], key=lambda c: c.map(order) if c.name == "split" else c)
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["excluded"] = sum(dropped)
+    return df
 
 
-def _read_split_folders(source, val_fraction, seed):
-    parts = {s: read_class_folders(source / s, s) for s in SPLITS if (source / s).is_dir()}
+def _read_split_folders(source, val_fraction, seed, drop=lambda rows: rows):
+    parts = {s: drop(read_class_folders(source / s, s)) for s in SPLITS if (source / s).is_dir()}
     if "val" in parts and "test" in parts:
         return pd.concat(parts.values(), ignore_index=True)
     held_out = parts.get("test", parts.get("val"))
@@ -137,17 +154,22 @@ def _read_split_folders(source, val_fraction, seed):
     return pd.concat([train, held_out], ignore_index=True)
 
 
-def _read_csv(csv_path, split, seed):
+def _read_csv(csv_path, split, seed, drop=lambda rows: rows):
     df = pd.read_csv(csv_path)
     missing = {"path", "label"} - set(df.columns)
     if missing:
         raise DataError(f"{csv_path} needs the columns 'path' and 'label'; missing {sorted(missing)}")
+    if df["label"].isna().any():
+        rows = [i + 2 for i in df.index[df["label"].isna()][:5]]
+        raise DataError(f"{int(df['label'].isna().sum())} row(s) of {csv_path} have no label (lines {rows}); "
+                        f"label them or leave them out")
     base = csv_path.parent
     df["path"] = [str((base / p).resolve()) if not Path(p).is_absolute() else str(p) for p in df["path"]]
     df["label"] = df["label"].astype(str)
     absent = [p for p in df["path"] if not Path(p).is_file()]
     if absent:
         raise MissingFileError(f"{len(absent)} file(s) listed in {csv_path} do not exist, e.g. {absent[0]}")
+    df = drop(df)
     if "split" in df.columns:
         bad = set(df["split"]) - set(SPLITS)
         if bad:
@@ -175,8 +197,14 @@ def classes_of(df):
 
 
 def positive_class(classes):
-    """``'positive'`` when the classes are the binary ``negative``/``positive`` pair, else ``None``."""
-    return "positive" if len(classes) == 2 and "positive" in classes else None
+    """The yes class of a binary task: ``positive`` of ``negative``/``positive``, ``X`` of ``X``/``not X``; else ``None``."""
+    if len(classes) == 2 and "positive" in classes:
+        return "positive"
+    if len(classes) == 2:
+        a, b = sorted(classes, key=len)
+        if b == f"not {a}":
+            return a
+    return None
 
 
 def dataset_table(df):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from imgasdata.cli import main
-from imgasdata.errors import DataError, SettingsError
+from imgasdata.errors import DataError, SettingsError, UserError
 from imgasdata.images import load_image
 from imgasdata.prepare import dedup
 from imgasdata.prepare.agreement import agreement
@@ -89,10 +89,13 @@ def test_exact_is_about_pixels_and_transparency_is_on_white(tmp_path):
         rgba.paste((0, 0, 0, 255), box)
         rgba.save(tmp_path / name)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    df = find_duplicates([tmp_path], method="exact", progress=False).set_index("path")
+    df = find_duplicates([tmp_path], method="exact", progress=False, keep="first").set_index("path")
     p = lambda n: str(tmp_path / n)  # noqa: E731
     assert df.at[p("a_again.png"), "group"] == df.at[p("a.png"), "group"] == df.at[p("a_again.bmp"), "group"]
     assert df.at[p("a_again.png"), "kept"] == p("a.png")  # first in sorted order
+    # the default keeps the largest copy: same pixels, so the most bytes (the uncompressed BMP)
+    largest = find_duplicates([tmp_path], method="exact", progress=False).set_index("path")
+    assert largest.at[p("a.png"), "kept"] == p("a_again.bmp") and not largest.at[p("a_again.bmp"), "duplicate"]
     assert df.loc[p("a.png"), "group_size"] == 3
     assert df.at[p("b.png"), "group_size"] == 1
     assert "could not be decoded" in df.at[p("broken.jpg"), "error"] or "not a readable" in df.at[p("broken.jpg"), "error"]
@@ -122,10 +125,20 @@ def test_planted_copies_are_found_and_scored(sample_data, tmp_path):
     truth = plant_duplicates(sample_data["binary"] / "train", tmp_path / "corpus", n=15, seed=0,
                              transforms=("jpeg70", "resize50", "flip"))
     assert len(truth) == 45 and set(truth["transform"]) == {"jpeg70", "resize50", "flip"}
-    df = find_duplicates([tmp_path / "corpus"], progress=False)
+    df = find_duplicates([tmp_path / "corpus"], progress=False, keep="first")
     assert len(df) == len(list((tmp_path / "corpus" / "originals").iterdir())) + 45
     assert (df.loc[~df["duplicate"], "distance"] == 0).all()
     assert (df["kept"] <= df["path"]).all()
+    assert df["distance"].max() <= 10
+    # keeping the largest: a half-size copy is never kept over its original; a full-size copy of
+    # the same original (the re-encoded JPEG can have more bytes) may be
+    largest = find_duplicates([tmp_path / "corpus"], progress=False).set_index("path")
+    resized = truth[truth["transform"] == "resize50"]
+    found = resized[[largest.at[c, "duplicate"] for c in resized["copy"]]]
+    full = {o: {o, *truth.loc[(truth["original"] == o) & (truth["transform"] != "resize50"), "copy"]}
+            for o in resized["original"]}
+    assert len(found) >= 12
+    assert all(largest.at[c, "kept"] in full[o] for o, c in found[["original", "copy"]].to_numpy())
     originals = [str(p) for p in (tmp_path / "corpus" / "originals").iterdir()]
     resize = evaluate_duplicates(df, truth[truth["transform"] == "resize50"],
                                  originals + list(truth.loc[truth["transform"] == "resize50", "copy"]))
@@ -169,6 +182,8 @@ def test_clean_report_reasons(tmp_path):
     _picture(tmp_path / "tiny.png", 3, size=(12, 12))
     (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:200])
     rep = clean_images([tmp_path], min_kb=0.5, min_side=32, progress=False).set_index("path")
+    default = clean_images([tmp_path], progress=False).set_index("path")
+    assert default.at[str(tmp_path / "tiny.png"), "reasons"] == "small image"  # 64 px; no size rule by default
     r = lambda n: rep.at[str(tmp_path / n), "reasons"]  # noqa: E731
     assert r("ok.png") == ""
     assert "near-uniform" in r("blank.png")
@@ -177,7 +192,9 @@ def test_clean_report_reasons(tmp_path):
     assert "unreadable" in r("cut.png") and rep.at[str(tmp_path / "cut.png"), "error"]
     counts = reason_counts(rep.reset_index())
     assert counts["kept"] == 1 and counts["unreadable"] == 1
-    written = keep_images(rep.reset_index(), tmp_path / "kept")
+    with pytest.raises(UserError, match="inside, the input folder"):
+        keep_images(rep.reset_index(), tmp_path / "kept")
+    written = keep_images(rep.reset_index(), tmp_path.parent / f"{tmp_path.name}_kept")
     assert [p.name for p in written] == ["ok.png"]
 
 
@@ -185,38 +202,44 @@ SHEET = pd.DataFrame(
     [("i1", "a", 1, 8, 0), ("i1", "b", 1, 6, 1), ("i1", "c", 0, 7, 0),
      ("i2", "a", 0, 0, 0), ("i2", "b", 0, 0, 0), ("i2", "c", 1, 0, 0),
      ("i3", "a", 0, 0, 0), ("i3", "b", 0, 0, 0), ("i3", "c", 0, 0, 0),
-     ("i4", "a", 1, 4, 3), ("i4", "b", 1, 4, 3), ("i4", "c", 1, 4, 3),
+     ("i4", "a", 1, 4, 3), ("i4", "b", 1, 5, 3), ("i4", "c", 1, 3, 3),
      ("i5", "a", 0, 0, 0), ("i5", "b", 0, 0, 0)],
     columns=["image", "annotator", "protest", "joy", "fear"])
 
 
 def test_label_rules():
-    anyr = make_labels(SHEET, "any", ["protest"]).set_index("image")
-    assert anyr["protest"].tolist() == [1, 1, 0, 1, 0]
-    maj = make_labels(SHEET, "majority", ["protest"]).set_index("image")
-    assert maj["protest"].tolist() == [1, 0, 0, 1, 0]
-    assert maj["n_annotators"].tolist() == [3, 3, 3, 3, 2]
-    mean = make_labels(SHEET, "mean", ["joy", "fear"]).set_index("image")
+    anyr = make_labels(SHEET, "any", ["protest"]).set_index("path")
+    assert anyr["label"].tolist() == ["protest", "protest", "not protest", "protest", "not protest"]
+    maj = make_labels(SHEET, "majority", ["protest"]).set_index("path")
+    assert maj["label"].tolist() == ["protest", "not protest", "not protest", "protest", "not protest"]
+    assert maj["n_ratings"].tolist() == [3, 3, 3, 3, 2] and not maj["tie"].any()
+    named = make_labels(SHEET, "majority", ["protest"], positive="march")
+    assert set(named["label"]) == {"march", "not march"}
+    mean = make_labels(SHEET, "mean", ["joy", "fear"]).set_index("path")
     assert mean.at["i1", "joy"] == pytest.approx(7.0) and mean.at["i1", "fear"] == pytest.approx(1 / 3)
-    steps = emotion_steps(mean.drop(columns="n_annotators")).set_index("emotion")
+    steps = emotion_steps(mean.drop(columns="n_ratings")).set_index("emotion")
     # joy: i1 (7 vs 1/3) and i4 (4 vs 3: mean high and top, but the margin is 1) pass the first steps
     assert steps.loc["joy"].tolist() == [2, 2, 1, 3]
     assert steps.loc["fear"].tolist() == [1, 0, 0, 3]
     emo = make_labels(SHEET, "emotion", ["joy", "fear"], seed=0)
     joy = emo[emo["emotion"] == "joy"]
-    assert joy.loc[joy["label"] == "positive", "image"].tolist() == ["i1"]
-    assert len(joy[joy["label"] == "negative"]) == 1
-    assert set(joy.loc[joy["label"] == "negative", "image"]) <= {"i2", "i3", "i5"}
+    assert joy.loc[joy["label"] == "joy", "path"].tolist() == ["i1"]
+    assert len(joy[joy["label"] == "not joy"]) == 1
+    assert set(joy.loc[joy["label"] == "not joy", "path"]) <= {"i2", "i3", "i5"}
     assert emo[emo["emotion"] == "fear"].empty
 
 
 def test_label_sheet_errors():
-    with pytest.raises(DataError, match="not yes/no"):
+    with pytest.raises(DataError, match="any rule needs yes/no"):
         make_labels(SHEET, "any", ["joy"])
+    with pytest.raises(DataError, match="one question at a time"):
+        make_labels(SHEET, "majority")
     with pytest.raises(DataError, match="more than once"):
         make_labels(pd.concat([SHEET, SHEET.iloc[:1]]), "mean")
-    with pytest.raises(DataError, match="image and annotator"):
-        make_labels(SHEET.drop(columns="annotator"), "mean")
+    with pytest.raises(DataError, match="two rows in a wide sheet"):
+        make_labels(SHEET.drop(columns="annotator"), "majority")
+    with pytest.raises(DataError, match="image \\(or path\\) column"):
+        make_labels(SHEET.drop(columns="image"), "majority")
 
 
 def test_agreement_levels_and_kappas():
@@ -233,34 +256,41 @@ def test_agreement_levels_and_kappas():
     assert ag.at["protest", "percent_agreement"] == pytest.approx(3 / 5)
     two = agreement(SHEET[SHEET["annotator"] != "c"]).set_index("label")
     assert two.at["protest", "kappa_type"] == "cohen" and two.at["protest", "kappa"] == pytest.approx(1.0)
-    assert two.at["joy", "krippendorff_alpha"] == pytest.approx(0.95, abs=0.05)
+    # without coder c, joy shows five whole numbers: read as category codes unless told otherwise
+    assert two.at["joy", "level"] == "nominal" and "codes" in two.at["joy", "level_rule"]
+    scores = agreement(SHEET[SHEET["annotator"] != "c"], ["joy"], level="interval").set_index("label")
+    assert scores.at["joy", "level_rule"] == "as asked"
+    assert scores.at["joy", "krippendorff_alpha"] == pytest.approx(0.95, abs=0.05)
 
 
 def test_split_keeps_duplicate_groups_together(sample_data, tmp_path):
     src = sample_data["binary"]
-    labels = pd.read_csv(src / "labels.csv").rename(columns={"path": "image"})
-    labels["positive"] = (labels["label"] == "positive").astype(int)
-    # pretend the images come in duplicate groups of four (e.g. one photo re-posted)
-    groups = pd.DataFrame({"path": [str(src / p) for p in labels["image"]], "group": np.arange(len(labels)) // 4})
-    manifest, report = split_dataset(labels, tmp_path / "DATA", label_column="positive", val=0.15, test=0.15,
-                                     groups=groups, base=src, seed=3)
-    m = manifest.merge(groups.assign(image=labels["image"]), on="image", suffixes=("", "_dup"))
-    assert (m.groupby("group_dup")["split"].nunique() == 1).all()
-    assert report["groups_across_splits"] == 0 and report["moved"] == int(manifest["moved"].sum()) > 0
+    labels = pd.read_csv(src / "labels.csv").rename(columns={"path": "image"})  # "image" is read as "path"
+    labels["label"] = labels["label"].map({"positive": "symbol", "negative": "not symbol"})
+    # pretend the images come in duplicate pairs (e.g. one photo re-posted)
+    groups = pd.DataFrame({"path": [str(src / p) for p in labels["image"]], "group": np.arange(len(labels)) // 2})
+    manifest, report = split_dataset(labels, tmp_path / "DATA", val=0.15, test=0.15, groups=groups, base=src, seed=3)
+    m = manifest.merge(groups, left_on="source", right_on="path", suffixes=("", "_dup"))
+    assert len(m) == len(labels) and (m.groupby("group_dup")["split"].nunique() == 1).all()
+    assert report["groups_across_splits"] == 0 and report["grouped_images"] == len(labels)
+    assert report["off_by"] < 5 and abs(report["fractions"]["test"] - 0.15) < 0.05
     table = report["table"]
     assert table.loc["total", "total"] == len(labels)
-    assert set(table.index) == {"negative", "positive", "total"}
+    assert set(table.index) == {"not symbol", "symbol", "total"}  # the classes keep their names
     for row in manifest.itertuples():
-        assert (tmp_path / "DATA" / row.dest).is_file() and row.dest.startswith(f"{row.split}/{row.label}/")
-    assert (tmp_path / "DATA" / "manifest.csv").is_file()
+        assert (tmp_path / "DATA" / row.path).is_file() and row.path.startswith(f"{row.split}/{row.label}/")
+    # the manifest is a labels table that train reads as it is
+    from imgasdata.datasets import load_dataset
+
+    loaded = load_dataset(tmp_path / "DATA" / "manifest.csv")
+    assert len(loaded) == len(labels) and set(loaded["split"]) == {"train", "val", "test"}
     # balanced, symlinked, without groups
-    unbalanced = labels.drop(labels.index[labels["positive"] == 1][:8])
-    manifest, report = split_dataset(unbalanced, tmp_path / "BAL", label_column="positive", balance=True,
-                                     link="symlink", base=src)
+    unbalanced = labels.drop(labels.index[labels["label"] == "symbol"][:8])
+    manifest, report = split_dataset(unbalanced, tmp_path / "BAL", balance=True, link="symlink", base=src)
     counts = manifest["label"].value_counts()
-    assert counts["positive"] == counts["negative"] and report["dropped_by_balance"] == abs(
-        int(unbalanced["positive"].sum()) * 2 - len(unbalanced))
-    assert (tmp_path / "BAL" / manifest["dest"].iloc[0]).is_symlink()
+    n_pos = int((unbalanced["label"] == "symbol").sum())
+    assert counts["symbol"] == counts["not symbol"] and report["dropped_by_balance"] == abs(n_pos * 2 - len(unbalanced))
+    assert (tmp_path / "BAL" / manifest["path"].iloc[0]).is_symlink()
 
 
 def test_commands_end_to_end(sample_data, tmp_path, monkeypatch, capsys):
@@ -273,15 +303,16 @@ def test_commands_end_to_end(sample_data, tmp_path, monkeypatch, capsys):
     shutil.copy(sheet, data / "sheet.csv")
     monkeypatch.chdir(tmp_path)
     assert main(["labels", str(data / "sheet.csv"), "--out", "out/labels.csv", "--rule", "majority"]) == 0
+    assert pd.read_csv("out/labels.csv").columns.tolist() == ["path", "label", "n_ratings", "tie"]
     assert main(["agreement", str(data / "sheet.csv"), "--out", "out/agreement.csv"]) == 0
     assert pd.read_csv("out/agreement.csv")["n_images"].tolist() == [40]
     assert main(["dedup", str(data / "binary"), "--out", "out/dups.csv"]) == 0
     dups = pd.read_csv("out/dups.csv", keep_default_na=False)
-    assert {"path", "group", "kept", "distance", "error"} <= set(dups.columns) and len(dups) == 40
-    assert main(["split", "out/labels.csv", "--label-column", "symbol", "--out", "DATA", "--groups", "out/dups.csv",
+    assert {"path", "group", "kept", "distance", "cluster", "error"} <= set(dups.columns) and len(dups) == 40
+    assert main(["split", "out/labels.csv", "--out", "DATA", "--groups", "out/dups.csv",
                  "--val", "0.2", "--test", "0.2"]) == 0
     out = capsys.readouterr().out
-    assert "total" in out and "moved" in out
+    assert "total" in out and "off by" in out and "not symbol" in out
     assert sorted(p.name for p in Path("DATA").iterdir()) == ["manifest.csv", "test", "train", "val"]
     assert main(["clean", str(data / "binary"), "--out", "out/clean.csv", "--min-kb", "0"]) == 0
     assert main(["dedup", "--across", str(data / "binary" / "train"), str(data / "binary" / "test"),
@@ -304,7 +335,7 @@ def test_cnn_embeddings_group_a_reencoded_copy(sample_data, tmp_path):
     for p in src:
         shutil.copy(p, tmp_path / p.name)
     load_image(src[0]).save(tmp_path / "z_copy.jpg", quality=70)  # on white, as a viewer shows it
-    df = find_duplicates([tmp_path], method="cnn", progress=False).set_index("path")
+    df = find_duplicates([tmp_path], method="cnn", progress=False, keep="first").set_index("path")
     assert df.at[str(tmp_path / "z_copy.jpg"), "kept"] == str(tmp_path / src[0].name)
     assert 0 <= df.at[str(tmp_path / "z_copy.jpg"), "distance"] <= 0.15
     assert df["group"].nunique() == 3

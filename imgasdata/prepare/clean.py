@@ -1,7 +1,9 @@
 """Cleaning a collection: one row per file with the reasons to drop it.
 
 The book dropped files under 5 kB (thumbnails, icons, broken downloads) after
-deduplication. A real collection also holds unreadable or truncated files,
+deduplication: a rule for JPEG tweets of 2019. Today a 320-px WebP photo weighs
+3-5 kB, so the size rule is off by default (``min_kb=5`` restores it) and a
+minimum side of 64 pixels catches thumbnails instead. A real collection also holds unreadable or truncated files,
 pictures too small to say anything, banners and strips with an extreme aspect
 ratio, and blank or almost one-colour images. :func:`clean_images` reports all
 of these without deleting anything; :func:`keep_images` copies or links the
@@ -20,16 +22,16 @@ from ..errors import DataError, SettingsError
 from ..images import ImageLoadError, expand_inputs, load_image
 from ..progress import progress as progress_bar
 
-#: Default limits. ``min_kb`` is the book's; the others only catch clear cases.
-DEFAULTS = {"min_kb": 5.0, "min_side": 0, "max_aspect": 5.0, "min_std": 3.0}
+#: Default limits: each only catches clear cases. The book's ``min_kb=5`` is off (0) by default.
+DEFAULTS = {"min_kb": 0.0, "min_side": 64, "max_aspect": 5.0, "min_std": 3.0}
 
 
-def clean_images(paths, min_kb=5.0, min_side=0, max_aspect=5.0, min_std=3.0, progress=True):
+def clean_images(paths, min_kb=0.0, min_side=64, max_aspect=5.0, min_std=3.0, progress=True):
     """Check each image file; return one row per file with the reasons to drop it.
 
     Reasons (joined by ``;`` in ``reasons``): ``small file`` (under ``min_kb``
-    kilobytes, the book's 5 kB), ``small image`` (shorter side under
-    ``min_side`` pixels), ``extreme aspect ratio`` (longer side over
+    kilobytes; off by default, the book used 5 kB), ``small image`` (shorter side
+    under ``min_side`` pixels, 64 by default), ``extreme aspect ratio`` (longer side over
     ``max_aspect`` times the shorter), ``near-uniform`` (standard deviation of
     the grey levels under ``min_std`` of 255: blank or almost one colour; a
     transparent image counts as laid on white) and ``unreadable`` (the reason is
@@ -82,16 +84,20 @@ def reason_counts(report):
     return pd.concat([counts, pd.Series({"kept": int(report["keep"].sum())}, name="files")])
 
 
-def keep_images(report, out_dir, link="copy", base=None):
+def keep_images(report, out_dir, link="copy", base=None, overwrite=False, inputs=()):
     """Copy (or link) the files with ``keep`` into ``out_dir``; returns the list of new paths.
 
     Paths below ``base`` (default: their common folder) keep their sub-folders, so
-    ``train/positive/x.png`` stays in ``train/positive``.
+    ``train/positive/x.png`` stays in ``train/positive``. The originals are never
+    touched: ``out_dir`` may not be, or be inside, a folder of ``inputs`` or of
+    the reported files; a destination that already is the file is left alone;
+    another file of that name is replaced only with ``overwrite``.
     """
-    from .split import place_file
+    from .place import place_file, refuse_inside
 
-    keep = [Path(p) for p in report.loc[report["keep"], "path"]]
+    refuse_inside(out_dir, [*inputs, *{Path(p).parent for p in report["path"]}], "--keep-to")
+    keep = [Path(p) for p in report.loc[report["keep"].astype(bool), "path"]]
     if not keep:
         return []
     base = Path(base) if base else Path(os.path.commonpath([str(p.resolve().parent) for p in keep]))
-    return [place_file(p, Path(out_dir) / p.resolve().relative_to(base), link) for p in keep]
+    return [place_file(p, Path(out_dir) / p.resolve().relative_to(base), link, overwrite) for p in keep]

@@ -16,9 +16,10 @@ module does the same job for 10^5 and more images of any format Pillow reads:
   16; two hashes within distance ``t`` agree within ``t // 4`` bits on at least
   one block, so only hashes sharing such a block are compared). Memory grows
   linearly with the number of images.
-* :func:`find_duplicates` groups the pairs (connected components), keeps the
-  first path of each group in sorted order, as the book does, and returns one
-  row per file.
+* :func:`find_duplicates` groups the pairs around the images it keeps (the
+  largest copy by default; the book kept the first path in sorted order), so a
+  duplicate is always within the threshold of the image kept for it and chains
+  of look-alikes never merge strangers; it returns one row per file.
 * :func:`find_cross_duplicates` lists the images of one set (a test set) that
   have a near-duplicate in another (the training set): a leak that inflates the
   accuracy a paper reports.
@@ -471,8 +472,70 @@ def _hash_table(paths, method, cache, backbone, progress, workers=1, engine="loc
                          "error": [errors.get(i, "") for i in range(len(paths))]})
 
 
+#: Which image of a duplicate group is kept: the one with the most pixels (then the most
+#: bytes: the least compressed copy), the most recently modified, or the first path in
+#: sorted order (the book's rule).
+KEEP_RULES = ("largest", "newest", "first")
+
+
+def _keep_order(paths, keep):
+    """Positions of ``paths`` (sorted) from the one to keep first to the one to keep last, under ``keep``."""
+    n = len(paths)
+    if keep == "first" or n == 0:
+        return np.arange(n)
+    from PIL import Image
+
+    def pixels(p):
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            w = h = 0
+        return w * h
+
+    stamps = [os.stat(p) for p in paths]
+    if keep == "largest":
+        keys = [(-pixels(p), -st.st_size, i) for i, (p, st) in enumerate(zip(paths, stamps))]
+    else:
+        keys = [(-st.st_mtime_ns, i) for i, st in enumerate(stamps)]
+    return np.array([k[-1] for k in sorted(keys)], dtype=int)
+
+
+def group_around_kept(paths, pairs, keep="largest"):
+    """Duplicate groups that never chain: ``(kept position, distance to it)`` per position of ``paths``.
+
+    ``pairs`` (``i, j, distance``) are the near-duplicate pairs among ``paths``
+    (sorted). The images that have a pair are taken in the order of ``keep`` (see
+    :data:`KEEP_RULES`; ties by path); each one not yet in a group becomes the
+    image kept for a new group, and its partners not yet in a group join it. So
+    every duplicate is within the threshold of the image kept for it, and a chain
+    a-b-c with a and c too far apart is two groups, never one. An image without
+    a pair is kept on its own (distance 0).
+    """
+    n = len(paths)
+    kept = np.arange(n)
+    dist = np.zeros(n, dtype=float)
+    if not len(pairs):
+        return kept, dist
+    i, j, d = pairs["i"].to_numpy(), pairs["j"].to_numpy(), pairs["distance"].to_numpy(dtype=float)
+    partners = {}
+    for a, b, x in zip(np.concatenate([i, j]), np.concatenate([j, i]), np.concatenate([d, d])):
+        partners.setdefault(int(a), []).append((int(b), x))
+    linked = np.array(sorted(partners))
+    assigned = np.zeros(n, dtype=bool)
+    for k in linked[_keep_order([paths[m] for m in linked], keep)]:
+        if assigned[k]:
+            continue
+        assigned[k] = True
+        for m, x in partners[k]:
+            if not assigned[m]:
+                assigned[m] = True
+                kept[m], dist[m] = k, x
+    return kept, dist
+
+
 def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone="efficientnet_lite0",
-                    progress=True, workers=1, engine="local", address=None):
+                    progress=True, workers=1, engine="local", address=None, keep="largest"):
     """Group duplicate images; return one row per file.
 
     ``paths`` are files and/or folders (searched recursively). ``method`` is
@@ -482,15 +545,22 @@ def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=
     by dHash, see :func:`near_pairs`) or ``cnn`` (ImageNet
     embeddings of ``backbone``; ``threshold`` is the smallest cosine similarity).
     ``cache``: SQLite file of hashes to reuse between runs. ``workers``: hashing processes.
+    ``keep``: which image of a group is kept (:data:`KEEP_RULES`: by default
+    ``largest``, the most pixels then bytes; ``newest``; ``first`` in sorted order, as the book).
 
-    Columns: ``path``, ``group`` (an integer shared by the members of a duplicate
-    group; every single image has its own), ``kept`` (the group's first path in
-    sorted order, the one the book keeps), ``duplicate`` (True for the others),
-    ``distance`` (to the kept image: Hamming bits, or 1 - cosine similarity),
-    ``group_size``, ``hash`` and ``error`` (unreadable files: their own group,
-    kept empty). Sorted by path.
+    Columns: ``path``, ``group`` (an integer shared by the image kept and its
+    duplicates; every single image has its own), ``kept`` (the image kept for
+    the group), ``duplicate`` (True for the others), ``distance`` (to the kept
+    image: Hamming bits, or 1 - cosine similarity; never beyond the threshold,
+    since groups are formed around the kept image, see :func:`group_around_kept`),
+    ``group_size``, ``cluster`` (the images linked by any chain of pairs, numbered
+    by their first group: what :func:`~imgasdata.prepare.split.split_dataset`
+    keeps in one split, since images of two groups can still be near each other),
+    ``hash`` and ``error`` (unreadable files: their own group, kept empty). Sorted by path.
     """
     _check_method(method)
+    if keep not in KEEP_RULES:
+        raise SettingsError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}")
     threshold = _threshold(method, threshold)
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = sorted(str(p) for p in expand_inputs(paths))
@@ -499,35 +569,23 @@ def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=
     table = _hash_table(files, method, cache, backbone, progress, workers, engine, address)
     ok = table[table["error"] == ""].reset_index(drop=True)
     pairs = _compute_pairs(ok, method, threshold, backbone, progress)
-    labels = _groups(len(ok), pairs) if len(ok) else np.array([], int)
-    ok["component"] = labels
-    # rows are in sorted path order, so the first row of a component is the one the book keeps
-    first = ok.index.to_series().groupby(ok["component"]).transform("min").to_numpy()
-    ok["kept"] = ok["path"].to_numpy()[first] if len(ok) else []
-    ok["distance"] = _distances(method, ok["hash"].to_numpy(), first)
+    kept, dist = group_around_kept(ok["path"].tolist(), pairs, keep)
+    ok["kept"] = ok["path"].to_numpy()[kept] if len(ok) else []
+    ok["distance"] = np.round(dist, 6) + 0.0 if method == "cnn" else dist.astype(int)  # + 0.0: no "-0.0"
+    ok["component"] = _groups(len(ok), pairs) if len(ok) else np.array([], int)
     out = table.merge(ok[["path", "component", "kept", "distance"]], on="path", how="left")
     # group numbers follow the sorted order of the kept paths; unreadable files get their own
     out["kept"] = out["kept"].fillna("")
     key = out["kept"].where(out["kept"] != "", out["path"])
     out["group"] = pd.factorize(key, sort=True)[0]
     out["group_size"] = out.groupby("group")["path"].transform("size")
+    component = out["component"].fillna(-1 - out.index.to_series())  # unreadable files: their own
+    out["cluster"] = out.groupby(component)["group"].transform("min").astype(int)
     out["duplicate"] = (out["kept"] != "") & (out["kept"] != out["path"])
     if method == "cnn":
         out["hash"] = ""  # embeddings are not written to a CSV
-    cols = ["path", "group", "kept", "duplicate", "distance", "group_size", "hash", "error"]
+    cols = ["path", "group", "kept", "duplicate", "distance", "group_size", "cluster", "hash", "error"]
     return out[cols].sort_values("path").reset_index(drop=True)
-
-
-def _distances(method, hashes, first):
-    """Distance of each row's hash to the hash of row ``first[row]``."""
-    if not len(hashes) or method == "exact":
-        return np.zeros(len(hashes), dtype=int)
-    if method == "cnn":
-        emb = np.stack(hashes)
-        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-        return np.round(1 - np.einsum("ij,ij->i", emb, emb[first]), 6) + 0.0  # no "-0.0"
-    codes = hashes_to_array(hashes)
-    return np.bitwise_count(codes ^ codes[first]).astype(int)
 
 
 def find_cross_duplicates(reference, query, method="phash", threshold=None, cache=None,
@@ -562,25 +620,21 @@ def find_cross_duplicates(reference, query, method="phash", threshold=None, cach
     return out[["path", "match", "distance", "n_matches", "error"]]
 
 
-def copy_unique(duplicates, out_dir, link="copy"):
+def copy_unique(duplicates, out_dir, link="copy", overwrite=False, inputs=()):
     """Copy (or link) the kept image of every group into ``out_dir``; returns the list of new paths.
 
-    File names are kept; a name that occurs twice gets a numbered suffix.
+    File names are kept; a name that occurs twice gets a numbered suffix. The
+    originals are never touched: ``out_dir`` may not be, or be inside, a folder of
+    ``inputs`` or of the images (:func:`~imgasdata.prepare.place.refuse_inside`);
+    a destination that already is the image is left alone; another file of that
+    name is replaced only with ``overwrite``.
     """
-    from .split import place_file
+    from .place import place_file, refuse_inside, unique_names
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keep = duplicates[(duplicates["error"] == "") & ~duplicates["duplicate"]]["path"]
-    written, used = [], set()
-    for p in keep:
-        p = Path(p)
-        name, k = p.name, 1
-        while name in used:
-            name, k = f"{p.stem}_{k}{p.suffix}", k + 1
-        used.add(name)
-        written.append(place_file(p, out_dir / name, link))
-    return written
+    readable = duplicates[duplicates["error"] == ""]
+    refuse_inside(out_dir, [*inputs, *{Path(p).parent for p in readable["path"]}], "--copy-unique")
+    keep = [Path(p) for p in readable.loc[~readable["duplicate"].astype(bool), "path"]]
+    return [place_file(p, Path(out_dir) / name, link, overwrite) for p, name in zip(keep, unique_names(keep))]
 
 
 # --- planted near-duplicates and evaluation -------------------------------------------------
