@@ -17,11 +17,13 @@ ARGS ?=
 
 .PHONY: install install-latest lock data notebooks test capsule clean
 
-# pip reads PEP 751 lock files (-r pylock.toml) from 26.1 on.
+# The lock's pins and hashes as a requirements file: pip then takes each file from wherever it
+# is configured to look (a mirror, its cache) and checks its SHA-256 (see tools/lock.py).
 $(VENV)/.installed: pyproject.toml pylock.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "pip>=26.1"
-	$(BIN)/python -m pip install --quiet -r pylock.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python tools/lock.py --requirements $(VENV)/lock-requirements.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 

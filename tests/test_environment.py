@@ -39,6 +39,20 @@ def test_the_lock_satisfies_every_requirement_of_pyproject():
             assert name in lock
 
 
+def test_the_requirements_form_of_the_lock_pins_the_same_versions_and_hashes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lock_tool", ROOT / "tools" / "lock.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    lines = tool.as_requirements(ROOT / "pylock.toml").splitlines()
+    data = tomllib.loads((ROOT / "pylock.toml").read_text())
+    assert len(lines) == len(data["packages"])
+    for line, package in zip(lines, data["packages"]):
+        assert line.startswith(f"{package['name']}=={package['version']} --hash=sha256:")
+        assert all(f["hashes"]["sha256"] in line for f in package.get("wheels", []))
+
+
 def test_every_locked_file_is_a_pypi_url_with_a_sha256():
     data = tomllib.loads((ROOT / "pylock.toml").read_text())
     for package in data["packages"]:
@@ -75,7 +89,8 @@ def test_dockerfile_installs_the_lock_on_python_311():
 def test_makefile_installs_the_lock_unless_asked_for_the_latest():
     text = (ROOT / "Makefile").read_text()
     install = text.split("$(VENV)/.installed:")[1].split("\n\n")[0]
-    assert "-r pylock.toml" in install and "--no-deps -e ." in install
+    assert "tools/lock.py --requirements" in install and "--require-hashes --no-deps -r" in install
+    assert "--no-deps -e ." in install
     assert "install-latest:" in text
 
 
