@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import UserError
@@ -31,13 +32,13 @@ def _train_options(p, grid=False):
 
 
 def cmd_train(a):
-    from .metrics import summary_table
+    from .metrics import format_summary
     from .settings import from_arguments
     from .train import train
 
     run = train(a.data, a.out, **from_arguments(a))
     print(f"best epoch {run.manifest['best_epoch']} of {run.manifest['epochs_run']} ({run.manifest['mode']} mode)")
-    print(summary_table({k: v for k, v in run.metrics.items() if v}).to_string())
+    print(format_summary({k: v for k, v in run.metrics.items() if v}))
     print(f"run saved to {run.run_dir}")
 
 
@@ -56,14 +57,16 @@ def cmd_grid(a):
 
 
 def cmd_evaluate(a):
+    from .metrics import format_summary
     from .predict import evaluate
+    from .outputs import write_atomically
 
     metrics, preds = evaluate(a.run, a.data, device=a.device, batch_size=a.batch_size)
-    text = json.dumps(metrics, indent=2)
+    print(format_summary({Path(a.data).name or "images": metrics}))
     if a.out:
-        Path(a.out).write_text(text + "\n")
-        preds.to_csv(Path(a.out).with_suffix(".predictions.csv"), index=False)
-    print(text)
+        write_atomically(a.out, json.dumps(metrics, indent=2) + "\n")
+        write_atomically(Path(a.out).with_suffix(".predictions.csv"), preds.to_csv(index=False))
+        print(f"metrics written to {a.out}, predictions to {Path(a.out).with_suffix('.predictions.csv')}")
     failed = (preds["error"] != "").sum()
     if failed:
         print(f"{failed} file(s) could not be read and were left out; see the error column", file=sys.stderr)
@@ -109,8 +112,11 @@ def cmd_notebooks(a):
 
 def build_parser():
     """The argument parser for the ``imgasdata`` command."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="imgasdata", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--version", action="version", version=f"imgasdata {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="fine-tune a pretrained CNN on labelled images")
@@ -177,11 +183,23 @@ def build_parser():
     return parser
 
 
+def _plain_warning(command):
+    """A ``warnings.showwarning`` that prints one sentence, ``imgasdata CMD: warning: ...``, with no source line."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"imgasdata {command}: warning: {message}", file=sys.stderr if file is None else file)
+
+    return show
+
+
 def main(argv=None):
     """Entry point of the ``imgasdata`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _plain_warning(args.command)
+            args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
