@@ -51,8 +51,10 @@ def cmd_grid(a):
     fixed = from_arguments(a)
     param_grid = {name: fixed.pop(name) for name in searched()}
     results = grid(a.data, a.out, param_grid, resume=not a.no_resume, **fixed)
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(results.drop(columns=["run"]).to_string(index=False))
+    shown = results.drop(columns=["run"]).assign(chosen=results["chosen"].map({True: "<- chosen", False: ""}))
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        print(shown.to_string(index=False, na_rep=""))
+    print("chosen on the validation images; test metrics are shown for that run only")
     print(f"table saved to {Path(a.out) / RESULTS}")
 
 
