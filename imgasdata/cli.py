@@ -1,6 +1,6 @@
 """imgasdata: images as data for social science research, one command per step of the work.
 
-Commands: train, grid, evaluate, predict, check, sample-data, notebooks, and the
+Commands: train, grid, evaluate, errors, predict, check, sample-data, notebooks, and the
 chapter commands (preparing: dedup, clean, labels, agreement, split; autotagging:
 autotag, validate-tags), declared next to their code.
 
@@ -74,6 +74,22 @@ def cmd_evaluate(a):
         print(f"{failed} file(s) could not be read and were left out; see the error column", file=sys.stderr)
 
 
+def cmd_errors(a):
+    from .metrics import format_summary
+    from .mistakes import GALLERY, GRADCAM, write_mistakes
+
+    metrics, table, written = write_mistakes(a.run, a.images, a.out, n=a.n, device=a.device,
+                                             batch_size=a.batch_size)
+    print(format_summary({Path(a.images).name or "images": metrics}))
+    wrong = int((table["error"] == "").sum())
+    print(f"{wrong} mistake(s) among {metrics['n']} images, most confident first in {Path(a.out) / 'errors.csv'}")
+    print(f"gallery: {Path(a.out) / GALLERY}; Grad-CAM of the {min(a.n, wrong)} most confident mistake(s) in "
+          f"{Path(a.out) / GRADCAM}")
+    failed = len(table) - wrong
+    if failed:
+        print(f"{failed} file(s) could not be read and were left out; see the error column", file=sys.stderr)
+
+
 def cmd_predict(a):
     from .predict import predict
 
@@ -137,6 +153,15 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("errors", help="the mistakes of a saved run on labelled images: list, gallery, Grad-CAM")
+    p.add_argument("run")
+    p.add_argument("images", help="labelled images, as evaluate takes them (DATA/test, a dataset folder, a CSV)")
+    p.add_argument("--out", required=True, help="folder for errors.csv, gallery.png and gradcam/ (not among the images)")
+    p.add_argument("--n", type=int, default=12, help="Grad-CAM pictures for this many most confident mistakes")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_errors)
 
     p = sub.add_parser("predict", help="label new images with a saved run into a CSV")
     p.add_argument("run")
