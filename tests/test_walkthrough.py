@@ -77,7 +77,7 @@ def build_project(root, multiclass, new_images):
         sheet.loc[i, list(CODERS)] = [label, CLASSES[(CLASSES.index(label) + other) % len(CLASSES)], ""]
     sheet.loc[sheet["image"] == "photos/img_030.png", list(CODERS)] = ""  # nobody rated it
     sheet.to_csv(root / "sheet.csv", index=False)
-    shutil.copytree(new_images, root / "new_photos")
+    shutil.copytree(new_images, root / "new_photos", ignore=shutil.ignore_patterns(".*"))
     return truth
 
 
