@@ -196,6 +196,15 @@ def test_macro_intervals_contain_the_estimates_and_shrink_with_more_images():
         assert lo10 <= large[k] <= hi10 and hi10 - lo10 < hi - lo
 
 
+def test_macro_interval_reaches_above_the_estimate_with_few_images_per_class():
+    # 4 classes of 2 test images, one mistake: a better true score is plausible, so the interval goes above
+    y_true = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    m = classification_metrics(y_true, ["a", "a", "b", "b", "c", "c", "d", "a"])
+    for k in ("precision", "recall", "f1"):
+        low, high = m["intervals"][k]
+        assert low < m[k] < high
+
+
 def test_bootstrap_redraws_reproduce_scikit_learn_per_class_rates():
     # the rates computed on the confusion matrix itself are scikit-learn's (macro, zero_division=0)
     from imgasdata.metrics import _rates
