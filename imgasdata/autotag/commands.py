@@ -159,7 +159,7 @@ def add_commands(sub):
     loc.set_defaults(func=cmd_local)
 
     v = sub.add_parser("validate-tags", help="compare a tagger's labels with gold labels (confusion matrix, "
-                                             "accuracy, precision, recall, F1 with 95 % intervals)")
+                                             "accuracy, precision, recall, F1 with 95 %% intervals)")
     v.add_argument("tags", help="CSV with at least image,label,confidence (the tidy output of autotag)")
     v.add_argument("gold", help="CSV with image,<concept> holding 0/1")
     v.add_argument("--concept", required=True, help="the gold column, e.g. protest")
