@@ -157,7 +157,8 @@ def build_parser():
     p = sub.add_parser("errors", help="the mistakes of a saved run on labelled images: list, gallery, Grad-CAM")
     p.add_argument("run")
     p.add_argument("images", help="labelled images, as evaluate takes them (DATA/test, a dataset folder, a CSV)")
-    p.add_argument("--out", required=True, help="folder for errors.csv, gallery.png and gradcam/ (not among the images)")
+    p.add_argument("--out", required=True,
+                   help="folder for errors.csv, gallery.png and gradcam/ (not among the images)")
     p.add_argument("--n", type=int, default=12, help="Grad-CAM pictures for this many most confident mistakes")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")

@@ -125,7 +125,8 @@ def test_per_class_and_summary_tables():
                                        for c in (k, f"{k}_low", f"{k}_high")]
     assert s.loc["test", "accuracy"] == 0.75 and s.loc["val", "n"] == 4
     assert s.loc["test", "accuracy_low"] < 0.75 < s.loc["test", "accuracy_high"]
-    assert s.attrs["averaging"] == "precision, recall and F1 are macro averages over 2 classes (each class counts the same)"
+    assert s.attrs["averaging"] == ("precision, recall and F1 are macro averages over 2 classes "
+                                    "(each class counts the same)")
     plain = summary_table({"val": m}, intervals=False)
     assert list(plain.columns) == ["n", "accuracy", "precision", "recall", "f1"]
 
