@@ -45,7 +45,7 @@ def test_help_in_a_real_process():
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr
-    for sub in ("train", "grid", "evaluate", "predict", "check", "sample-data", "notebooks"):
+    for sub in ("train", "grid", "evaluate", "errors", "predict", "check", "sample-data", "notebooks"):
         assert sub in result.stdout
     module = subprocess.run([sys.executable, "-m", "imgasdata", "train", "--help"], capture_output=True,
                             text=True, timeout=120)
