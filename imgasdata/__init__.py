@@ -10,4 +10,10 @@ Modules are named for what a researcher does: ``images``, ``datasets``,
 ``sample_data`` and ``cli``.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("imgasdata")  # one source: pyproject.toml, through the installed package's metadata
+except PackageNotFoundError:  # a source folder that was never installed
+    __version__ = "0.0.0+unknown"
+del PackageNotFoundError, version

@@ -1,6 +1,6 @@
 """imgasdata: images as data for social science research, one command per step of the work.
 
-Commands: train, grid, evaluate, predict, check, sample-data, notebooks, and the
+Commands: train, grid, evaluate, errors, predict, check, sample-data, notebooks, and the
 chapter commands (preparing: dedup, clean, labels, agreement, split; autotagging:
 autotag, validate-tags), declared next to their code.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import UserError
@@ -31,7 +32,7 @@ def _train_options(p, grid=False):
 
 
 def cmd_train(a):
-    from .metrics import summary_table
+    from .metrics import format_summary
     from .settings import from_arguments
     from .train import train
 
@@ -44,7 +45,7 @@ def cmd_train(a):
         print(f"{data.attrs['excluded']} image(s) left out by --exclude")
     run = train(data, a.out, **settings)
     print(f"best epoch {run.manifest['best_epoch']} of {run.manifest['epochs_run']} ({run.manifest['mode']} mode)")
-    print(summary_table({k: v for k, v in run.metrics.items() if v}).to_string())
+    print(format_summary({k: v for k, v in run.metrics.items() if v}))
     print(f"run saved to {run.run_dir}")
 
 
@@ -57,21 +58,41 @@ def cmd_grid(a):
     fixed = from_arguments(a)
     param_grid = {name: fixed.pop(name) for name in searched()}
     results = grid(a.data, a.out, param_grid, resume=not a.no_resume, **fixed)
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(results.drop(columns=["run"]).to_string(index=False))
+    shown = results.drop(columns=["run"]).assign(chosen=results["chosen"].map({True: "<- chosen", False: ""}))
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        print(shown.to_string(index=False, na_rep=""))
+    print("chosen on the validation images; test metrics are shown for that run only")
     print(f"table saved to {Path(a.out) / RESULTS}")
 
 
 def cmd_evaluate(a):
+    from .metrics import format_summary
     from .predict import evaluate
+    from .outputs import write_atomically
 
     metrics, preds = evaluate(a.run, a.data, device=a.device, batch_size=a.batch_size)
-    text = json.dumps(metrics, indent=2)
+    print(format_summary({Path(a.data).name or "images": metrics}))
     if a.out:
-        Path(a.out).write_text(text + "\n")
-        preds.to_csv(Path(a.out).with_suffix(".predictions.csv"), index=False)
-    print(text)
+        write_atomically(a.out, json.dumps(metrics, indent=2) + "\n")
+        write_atomically(Path(a.out).with_suffix(".predictions.csv"), preds.to_csv(index=False))
+        print(f"metrics written to {a.out}, predictions to {Path(a.out).with_suffix('.predictions.csv')}")
     failed = (preds["error"] != "").sum()
+    if failed:
+        print(f"{failed} file(s) could not be read and were left out; see the error column", file=sys.stderr)
+
+
+def cmd_errors(a):
+    from .metrics import format_summary
+    from .mistakes import GALLERY, GRADCAM, write_mistakes
+
+    metrics, table, written = write_mistakes(a.run, a.images, a.out, n=a.n, device=a.device,
+                                             batch_size=a.batch_size)
+    print(format_summary({Path(a.images).name or "images": metrics}))
+    wrong = int((table["error"] == "").sum())
+    print(f"{wrong} mistake(s) among {metrics['n']} images, most confident first in {Path(a.out) / 'errors.csv'}")
+    print(f"gallery: {Path(a.out) / GALLERY}; Grad-CAM of the {min(a.n, wrong)} most confident mistake(s) in "
+          f"{Path(a.out) / GRADCAM}")
+    failed = len(table) - wrong
     if failed:
         print(f"{failed} file(s) could not be read and were left out; see the error column", file=sys.stderr)
 
@@ -158,8 +179,11 @@ def cmd_capsule_check(a):
 
 def build_parser():
     """The argument parser for the ``imgasdata`` command."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="imgasdata", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--version", action="version", version=f"imgasdata {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="fine-tune a pretrained CNN on labelled images")
@@ -180,6 +204,16 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("errors", help="the mistakes of a saved run on labelled images: list, gallery, Grad-CAM")
+    p.add_argument("run")
+    p.add_argument("images", help="labelled images, as evaluate takes them (DATA/test, a dataset folder, a CSV)")
+    p.add_argument("--out", required=True,
+                   help="folder for errors.csv, gallery.png and gradcam/ (not among the images)")
+    p.add_argument("--n", type=int, default=12, help="Grad-CAM pictures for this many most confident mistakes")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_errors)
 
     p = sub.add_parser("predict", help="label new images with a saved run into a CSV")
     p.add_argument("run")
@@ -249,11 +283,23 @@ def build_parser():
     return parser
 
 
+def _plain_warning(command):
+    """A ``warnings.showwarning`` that prints one sentence, ``imgasdata CMD: warning: ...``, with no source line."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"imgasdata {command}: warning: {message}", file=sys.stderr if file is None else file)
+
+    return show
+
+
 def main(argv=None):
     """Entry point of the ``imgasdata`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        status = args.func(args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _plain_warning(args.command)
+            status = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -106,7 +106,8 @@ def fit(module, train_batches, eval_batches, criterion, optimizer, scheduler, sc
         row = history_row(epoch, "val", loss, yt, sc, classes, positive, current_lr)
         history.append(row)
         if hasattr(epochs, "set_postfix"):
-            epochs.set_postfix(val_loss=f"{row['loss']:.3f}", val_acc=f"{row['accuracy']:.3f}")
+            epochs.set_postfix(val_loss=f"{row['loss']:.3f}", val_acc=f"{row['accuracy']:.3f}",
+                               refresh=False)  # shown at the next redraw, which the bar times itself
         if best is None or selection_key(row, select) < selection_key(best, select):
             best, stale = row, 0
             best_state = copy.deepcopy(module.state_dict())  # a copy, not a live reference

@@ -41,7 +41,9 @@ def grid(data, out=None, param_grid=None, resume=True, progress=True, **settings
     written to ``out/results.csv``; with ``resume=True`` finished runs made with
     the same settings on the same files are read back instead of retrained.
     Returns the table, one row per combination in grid order, with the best
-    epoch, validation and test metrics and seconds (choose on ``val_*``, not ``test_*``).
+    epoch, validation metrics, seconds, and ``chosen``: True for the one run
+    that validation chose (:func:`mark_chosen`), the only row whose test
+    metrics (``test_*``) are filled in, so that nobody picks by test score.
     """
     from .train import train
 
@@ -70,10 +72,34 @@ def grid(data, out=None, param_grid=None, resume=True, progress=True, **settings
         else:
             run = train(df, run_dir, progress=False, **{**settings, **params})
         rows.append(_row(params, run, run_dir))
-    results = pd.DataFrame(rows)
+    selects = {w.select for w in wanted}
+    results = mark_chosen(pd.DataFrame(rows), selects.pop() if len(selects) == 1 else "loss")
     if out is not None:
         results.to_csv(Path(out) / RESULTS, index=False)
         save_grid_curves(results, Path(out))
+    return results
+
+
+def mark_chosen(results, select="loss"):
+    """Mark the run that validation chooses and keep test metrics for it alone; returns a new table.
+
+    The choice follows each run's own rule for its epochs: the lowest
+    ``val_loss`` (ties: higher ``val_f1``), or with ``select="accuracy"`` the
+    highest ``val_accuracy`` (ties: lower ``val_loss``); remaining ties go to the
+    first row in grid order. The ``chosen`` column is placed before ``run``.
+    """
+    results = results.copy()
+    if select == "accuracy":
+        order = results.sort_values(["val_accuracy", "val_loss"], ascending=[False, True], kind="stable",
+                                    na_position="last")
+    else:
+        order = results.sort_values(["val_loss", "val_f1"], ascending=[True, False], kind="stable",
+                                    na_position="last")
+    chosen = results.index == order.index[0] if len(results) else []
+    test = [c for c in results.columns if c.startswith("test_")]
+    results[test] = results[test].astype(float).where(pd.Series(chosen, index=results.index), axis=0)
+    results.insert(results.columns.get_loc("run") if "run" in results.columns else len(results.columns),
+                   "chosen", chosen)
     return results
 
 

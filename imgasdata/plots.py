@@ -29,8 +29,8 @@ def _grid(n, ncols, size):
     return fig, axes.flat
 
 
-def show_images(images, titles=None, ncols=5, size=2.2, cmap="gray"):
-    """Show images (paths, PIL images or arrays) in a grid with optional titles.
+def show_images(images, titles=None, ncols=5, size=2.2, cmap="gray", captions=None):
+    """Show images (paths, PIL images or arrays) in a grid with optional titles above and ``captions`` below.
 
     Two-dimensional arrays (one colour channel) are drawn with ``cmap``, grey by default.
     """
@@ -43,8 +43,16 @@ def show_images(images, titles=None, ncols=5, size=2.2, cmap="gray"):
         ax.imshow(arr, cmap=cmap if arr.ndim == 2 else None)
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
+        if captions is not None:
+            ax.text(0.5, -0.03, str(captions[i]), transform=ax.transAxes, ha="center", va="top", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _short_name(path, width=30):
+    """A file's name, shortened in the middle when longer than ``width`` characters."""
+    name = Path(path).name
+    return name if len(name) <= width else name[:width // 2 - 1] + "…" + name[-(width // 2 - 1):]
 
 
 def plot_resize_strategies(path, size=224, interpolation="bilinear"):
@@ -164,15 +172,16 @@ def select_errors(predictions, kind="wrong", positive="positive", n=10):
     return p.sort_values(["confidence", "path"], ascending=[False, True]).head(n)
 
 
-def show_predictions(rows, ncols=5, size=2.2):
-    """A gallery of predicted images titled ``true -> predicted (probability)``."""
+def show_predictions(rows, ncols=5, size=2.2, file_names=False):
+    """A gallery of predicted images titled ``true -> predicted (probability)``, with ``file_names`` under each."""
     if len(rows) == 0:
         fig, ax = plt.subplots(figsize=(4, 0.6))
         ax.axis("off")
         ax.text(0.5, 0.5, "no images to show", ha="center", va="center")
         return fig
     titles = [f"{r['label']} -> {r['pred']} ({r['prob_' + r['pred']]:.2f})" for _, r in rows.iterrows()]
-    return show_images(rows["path"], titles, ncols=ncols, size=size)
+    captions = [_short_name(p) for p in rows["path"]] if file_names else None
+    return show_images(rows["path"], titles, ncols=ncols, size=size, captions=captions)
 
 
 def grad_cam(model, path, pre, target=None):

@@ -202,28 +202,40 @@ def imagenet_labels(inputs, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, 
     return pd.DataFrame(rows, columns=["path", "rank", "label", "prob", "error"])
 
 
-def evaluate(run, data, device="auto", batch_size=32, progress=True):
-    """Score a saved run on labelled images it has not seen.
+def labelled_images(data):
+    """The labelled images ``evaluate`` scores, as a table of ``path, label, split``.
 
-    ``data`` is a folder with one sub-folder per class (e.g. ``DATA/test``) or
-    a dataset folder/CSV (its ``test`` split is used). Returns ``(metrics,
-    predictions)``; unreadable files are reported in the predictions' ``error``
-    column and left out of the metrics.
+    ``data`` is a folder with one sub-folder per class (e.g. ``DATA/test``; all
+    its images), or a dataset folder/CSV (its ``test`` split).
     """
     from .datasets import SPLITS, load_dataset, read_class_folders
-    from .metrics import classification_metrics
 
     data = Path(data)
     if data.is_dir() and not any((data / s).is_dir() for s in SPLITS):
-        df = read_class_folders(data, "test")
-    else:
-        df = load_dataset(data)
-        df = df[df["split"] == "test"]
-    model, manifest = load_model(run, device="cpu")
+        return read_class_folders(data, "test")
+    df = load_dataset(data)
+    return df[df["split"] == "test"].reset_index(drop=True)
+
+
+def evaluate(run, data, device="auto", batch_size=32, progress=True):
+    """Score a saved run on labelled images it has not seen.
+
+    ``run`` is a run folder (or a ``(model, manifest)`` pair). ``data`` is a folder
+    with one sub-folder per class (e.g. ``DATA/test``), a dataset folder/CSV (its
+    ``test`` split is used), or a table from :func:`labelled_images`. Returns
+    ``(metrics, predictions)``; unreadable files are reported in the predictions'
+    ``error`` column and left out of the metrics.
+    """
+    from .metrics import classification_metrics
+
+    df = data if isinstance(data, pd.DataFrame) else labelled_images(data)
+    model, manifest = run if isinstance(run, tuple) else load_model(run, device="cpu")
     classes = manifest["classes"]
     extra = sorted(set(df["label"]) - set(classes))
     if extra:
-        raise DataError(f"{data} has classes {extra} that the model in {run} was not trained on ({classes})")
+        where = "the images" if isinstance(data, pd.DataFrame) else data
+        which = "this model" if isinstance(run, tuple) else f"the model in {run}"
+        raise DataError(f"{where} have classes {extra} that {which} was not trained on ({classes})")
     preds = predict((model, manifest), list(df["path"]), batch_size=batch_size, device=device, progress=progress)
     preds.insert(1, "true", df["label"].to_numpy())
     ok = preds["error"] == ""

@@ -85,6 +85,33 @@ def test_validate_tags_reproduces_book_table(tmp_path, capsys, table):
     assert 0.005 < hi - lo < 0.08
     printed = capsys.readouterr().out
     assert f"{table['n']} gold images ({table['pos']} {table['concept']})" in printed
+    # the package's one interval rule: Wilson for the proportions, the same numbers as train's metrics
+    from imgasdata.metrics import wilson_interval
+
+    assert report["intervals"]["precision"] == pytest.approx(list(wilson_interval(tp, tp + fp)), abs=1e-6)
+    assert report["intervals"]["recall"] == pytest.approx(list(wilson_interval(tp, tp + fn)), abs=1e-6)
+    assert report["interval_methods"]["f1"] == "stratified Bayesian bootstrap" and report["n_boot"] == 200
+    assert "Wilson score" in printed
+
+
+def test_precision_of_100_percent_gets_an_interval_that_is_not_a_point(tmp_path, capsys):
+    # the book's Table 4: 31 true positives, no false positive; a percentile bootstrap said [100 %, 100 %]
+    tags, gold = write_files(tmp_path, (31, 0, 5, 779), "john_legend", "John Legend")
+    report = validate(tags, gold, "john_legend", ["John Legend"], min_confidence=50)
+    low, high = report["intervals"]["precision"]
+    assert report["precision"] == 1.0 and high == 1.0 and 0.85 < low < 0.95
+    assert main(["validate-tags", str(tags), str(gold), "--concept", "john_legend", "--labels", "John Legend"]) == 0
+    assert "[100.0%, 100.0%]" not in capsys.readouterr().out
+
+
+def test_an_error_row_is_not_a_tagged_image():
+    gold = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "protest": [1, 0]})
+    tags = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg"], "label": ["Crowd", "Crowd", ""],
+                         "confidence": [90.0, 80.0, float("nan")], "error": ["", "timed out", "unreadable"]})
+    r = validate(tags, gold, "protest", ["Crowd"], n_boot=50)
+    # b failed: counted as not tagged (a true negative), never as a tag; c failed and is not "tagged but not in gold"
+    assert r["confusion_matrix"] == [[1, 0], [0, 1]]
+    assert r["tag_errors"] == 1 and r["not_in_gold"] == 0
 
 
 def test_validate_threshold_and_missing_images(tmp_path):

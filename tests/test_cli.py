@@ -45,11 +45,46 @@ def test_help_in_a_real_process():
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr
-    for sub in ("train", "grid", "evaluate", "predict", "check", "sample-data", "notebooks"):
+    for sub in ("train", "grid", "evaluate", "errors", "predict", "check", "sample-data", "notebooks"):
         assert sub in result.stdout
     module = subprocess.run([sys.executable, "-m", "imgasdata", "train", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert module.returncode == 0 and "--batch-size" in module.stdout and "--weights" in module.stdout
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"imgasdata {version('imgasdata')}"
+
+
+def test_a_warning_is_one_plain_sentence(capsys, monkeypatch):
+    import imgasdata.cli as cli
+
+    def warns(_args):
+        warnings.warn("2 unreadable image(s) left out of training and evaluation, e.g. x.jpg: truncated",
+                      stacklevel=2)
+
+    monkeypatch.setattr(cli, "cmd_check", warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["check", "anything"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("imgasdata check: warning: 2 unreadable image(s) left out of training and evaluation, "
+                   "e.g. x.jpg: truncated\n")
+    # outside the command line, Python's own warning display is back
+    assert warnings.showwarning.__module__ == "warnings"
+
+
+def test_progress_bars_redraw_rarely_when_output_is_not_a_terminal(capsys):
+    from imgasdata.progress import progress
+
+    bar = progress(range(3), desc="work")
+    assert bar.mininterval == 30.0 and not bar.dynamic_ncols  # pytest's captured stderr is not a terminal
+    bar.close()
 
 
 def test_no_command_is_a_usage_error(capsys):
@@ -108,11 +143,17 @@ def test_cli_evaluate(capsys, trained_run, pair_dir, tmp_path):
     out = tmp_path / "eval.json"
     code, stdout, err = run_cli(capsys, "evaluate", run_dir, pair_dir / "test", "--out", out, "--device", "cpu")
     assert code == 0, err
-    printed = json.loads(stdout)
+    written = json.loads(out.read_text())
     saved = json.loads((run_dir / "metrics.json").read_text())["test"]
-    assert printed["accuracy"] == pytest.approx(saved["accuracy"])
-    assert printed["confusion_matrix"] == saved["confusion_matrix"]
-    assert json.loads(out.read_text()) == printed
+    assert written["accuracy"] == pytest.approx(saved["accuracy"])
+    assert written["confusion_matrix"] == saved["confusion_matrix"]
+    # the same table as train prints: each metric with its interval, the averaging named
+    lo, hi = written["intervals"]["accuracy"]
+    assert written["intervals"] == saved["intervals"]
+    assert f"{written['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" in stdout
+    assert f"binary: precision, recall and F1 of the class '{saved['positive']}'" in stdout or \
+        "macro averages over 2 classes" in stdout
+    assert "95 % intervals" in stdout and not stdout.lstrip().startswith("{")
     preds = pd.read_csv(tmp_path / "eval.predictions.csv")
     assert len(preds) == 28 and {"path", "true", "label"} <= set(preds.columns)
 

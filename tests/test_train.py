@@ -287,7 +287,27 @@ def test_grid_without_folder_and_with_single_values(pair_df):
                        mode="head", device="cpu")
     assert results[["lr", "momentum"]].values.tolist() == [[0.01, 0.5], [0.01, 0.9]]
     assert results["run"].isna().all()  # no folder, no run path
-    assert results["test_accuracy"].between(0, 1).all()
+    # test metrics for the run validation chose, and for no other
+    assert results["chosen"].sum() == 1
+    assert results.loc[results["chosen"], "test_accuracy"].between(0, 1).all()
+    assert results.loc[~results["chosen"], "test_accuracy"].isna().all()
+
+
+def test_grid_marks_the_run_validation_chose():
+    from imgasdata.grid import mark_chosen
+
+    table = pd.DataFrame({"lr": [0.1, 0.01, 0.001], "best_epoch": [1, 2, 3], "val_loss": [0.5, 0.2, 0.2],
+                          "val_accuracy": [0.9, 0.8, 0.85], "val_f1": [0.9, 0.7, 0.8],
+                          "test_accuracy": [0.99, 0.7, 0.8], "test_f1": [0.99, 0.6, 0.75], "run": ["a", "b", "c"]})
+    by_loss = mark_chosen(table)
+    # lowest validation loss, ties to the higher validation F1; the best *test* score (row 0) is not it
+    assert by_loss["chosen"].tolist() == [False, False, True]
+    assert by_loss["test_accuracy"].isna().tolist() == [True, True, False]
+    assert list(by_loss.columns[-2:]) == ["chosen", "run"]
+    by_accuracy = mark_chosen(table, "accuracy")
+    assert by_accuracy["chosen"].tolist() == [True, False, False]
+    assert by_accuracy.loc[0, "test_f1"] == 0.99
+    assert table["test_accuracy"].notna().all()  # the caller's table is left as it was
 
 
 # ----------------------------------------------------------------------------- grid

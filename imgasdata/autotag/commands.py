@@ -74,10 +74,11 @@ def cmd_validate(a):
           f"{', '.join(report['labels'])} at confidence >= {report['min_confidence']:g}")
     print(confusion_table(report).to_string())
     table = report_table(report)
-    pct = round(report["level"] * 100)
-    print(f"\n{'metric':>10}  value   {pct}% interval (bootstrap, {report['n_boot']} resamples)")
+    pct = round(report["interval_level"] * 100)
+    print(f"\n{'metric':>10}  value   {pct}% interval")
     for r in table.itertuples():
-        print(f"{r.metric:>10}  {r.value:6.1%}  [{r.low:.1%}, {r.high:.1%}]")
+        draws = f", {report['n_boot']} draws" if r.method != "Wilson score" else ""
+        print(f"{r.metric:>10}  {r.value:6.1%}  [{r.low:.1%}, {r.high:.1%}]  ({r.method}{draws})")
     if report["not_in_tags"]:
         print(f"{report['not_in_tags']} gold image(s) are not in the tags file and count as not tagged")
     if report["tag_errors"]:
@@ -162,14 +163,14 @@ def add_commands(sub):
     loc.set_defaults(func=cmd_local)
 
     v = sub.add_parser("validate-tags", help="compare a tagger's labels with gold labels (confusion matrix, "
-                                             "accuracy, precision, recall, F1 with bootstrap intervals)")
+                                             "accuracy, precision, recall, F1 with 95 %% intervals)")
     v.add_argument("tags", help="CSV with at least image,label,confidence (the tidy output of autotag)")
     v.add_argument("gold", help="CSV with image,<concept> holding 0/1")
     v.add_argument("--concept", required=True, help="the gold column, e.g. protest")
     v.add_argument("--labels", nargs="+", required=True, help="tagger label(s) that stand for the concept")
     v.add_argument("--min-confidence", type=float, default=0.0, help="0-100: weaker labels do not count")
     v.add_argument("--out", default=None, help="write the report as JSON here")
-    v.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
+    v.add_argument("--n-boot", type=int, default=2000, help="draws of the bootstrap behind F1's interval")
     v.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--match", default="auto", choices=["auto", "path", "name"],

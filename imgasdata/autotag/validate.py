@@ -4,9 +4,12 @@ A tagger rarely has the researcher's concept ("protest"); one or more of its
 labels ("Crowd") stand in for it at some confidence. :func:`validate` maps the
 labels to the concept, joins the result with a gold CSV (``image,<concept>``
 with 0/1), and reports the confusion matrix ``[[TN, FP], [FN, TP]]``, accuracy,
-precision, recall and F1 (scikit-learn) with bootstrap confidence intervals
-(SciPy). Gold images the tagger never mentions count as "not tagged"; tagged
-images missing from the gold file are reported, never silently dropped.
+precision, recall and F1 (scikit-learn) with the intervals every metric in
+this package gets (:func:`imgasdata.metrics.confusion_intervals`: Wilson for
+accuracy, precision and recall, a stratified Bayesian bootstrap for F1, none of
+them collapsing at 0 % or 100 %). Gold images the tagger never mentions count as
+"not tagged", and so do images whose tagging failed (an error row is never a
+tag); tagged images missing from the gold file are reported, never silently dropped.
 
 :func:`threshold_sweep` and :func:`plot_sweep` show how precision and recall
 trade off as the confidence threshold moves; :func:`compare_taggers` puts
@@ -25,8 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, MissingFileError, SettingsError
-
-METRICS = ("accuracy", "precision", "recall", "f1")
+from ..metrics import LEVEL, METRICS, N_BOOT, confusion_intervals
 
 
 def read_tags(tags):
@@ -72,10 +74,11 @@ def read_gold(gold, concept):
 
 
 def concept_scores(tags, labels, min_confidence=0.0):
-    """Per image: ``score`` (highest confidence of any of ``labels``, 0 if none) and ``tagged`` (0/1).
+    """Per image: ``score`` (highest confidence of any of ``labels``, 0 if none), ``tagged`` (0/1),
+    ``tag_error`` (a row of the image has an error) and ``answered`` (a row of the image has none).
 
-    Labels match case-insensitively. An image is tagged when its score is at
-    least ``min_confidence`` and above zero.
+    Labels match case-insensitively; rows with an error never count. An image is
+    tagged when its score is at least ``min_confidence`` and above zero.
     """
     tags = read_tags(tags)
     if isinstance(labels, str):
@@ -83,15 +86,14 @@ def concept_scores(tags, labels, min_confidence=0.0):
     wanted = {str(lab).strip().lower() for lab in labels}
     if not wanted:
         raise SettingsError("name at least one tagger label that stands for the concept")
-    hit = tags["label"].str.strip().str.lower().isin(wanted)
+    failed = (tags["error"].fillna("").astype(str).ne("") if "error" in tags.columns
+              else pd.Series(False, index=tags.index))
+    hit = tags["label"].str.strip().str.lower().isin(wanted) & ~failed
     score = tags["confidence"].where(hit).fillna(0.0).groupby(tags["image"]).max()
     out = score.rename("score").reset_index()
     out["tagged"] = ((out["score"] >= float(min_confidence)) & (out["score"] > 0)).astype(int)
-    if "error" in tags.columns:
-        err = tags["error"].fillna("").astype(str).ne("").groupby(tags["image"]).any()
-        out["tag_error"] = out["image"].map(err).fillna(False).astype(bool)
-    else:
-        out["tag_error"] = False
+    out["tag_error"] = out["image"].map(failed.groupby(tags["image"]).any()).astype(bool)
+    out["answered"] = out["image"].map((~failed).groupby(tags["image"]).any()).astype(bool)
     return out
 
 
@@ -104,8 +106,8 @@ def join_gold(tags, gold, concept, labels, min_confidence=0.0, match="auto"):
 
     ``match`` is ``"path"`` (image names must be equal), ``"name"`` (file names
     only, which must be unique) or ``"auto"`` (whichever matches more images).
-    The returned frame's ``attrs`` hold ``not_in_gold`` (tagged images absent from
-    the gold file) and ``matched_on``.
+    The returned frame's ``attrs`` hold ``not_in_gold`` (images the tagger answered
+    for that are absent from the gold file; failed images are not counted) and ``matched_on``.
     """
     scores = concept_scores(tags, labels, min_confidence)
     gold = read_gold(gold, concept)
@@ -131,7 +133,7 @@ def join_gold(tags, gold, concept, labels, min_confidence=0.0, match="auto"):
     joined["score"] = pd.Series(keys).map(by_key["score"]).fillna(0.0).values
     joined["predicted"] = pd.Series(keys).map(by_key["tagged"]).fillna(0).astype(int).values
     joined["tag_error"] = pd.Series(keys).map(by_key["tag_error"]).fillna(False).astype(bool).values
-    joined.attrs["not_in_gold"] = sorted(scores.loc[~tk.isin(set(gk)), "image"])
+    joined.attrs["not_in_gold"] = sorted(scores.loc[~tk.isin(set(gk)) & scores["answered"], "image"])
     joined.attrs["matched_on"] = how
     return joined
 
@@ -154,33 +156,13 @@ def scores_from_counts(y_true, y_pred):
             "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist()}
 
 
-def bootstrap_intervals(y_true, y_pred, n_boot=1000, level=0.95, seed=0):
-    """Percentile bootstrap intervals (SciPy, resampling images) for the four metrics: ``{name: [lo, hi]}``."""
-    from scipy.stats import bootstrap
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
-    funcs = {"accuracy": accuracy_score,
-             "precision": lambda t, p: precision_score(t, p, zero_division=0),
-             "recall": lambda t, p: recall_score(t, p, zero_division=0),
-             "f1": lambda t, p: f1_score(t, p, zero_division=0)}
-    out = {}
-    for k, (name, func) in enumerate(funcs.items()):
-        if len(y_true) < 2 or n_boot < 1:
-            out[name] = [float("nan"), float("nan")]
-            continue
-        res = bootstrap((y_true, y_pred), func, paired=True, vectorized=False, n_resamples=int(n_boot),
-                        confidence_level=level, method="percentile", random_state=np.random.default_rng(seed + k))
-        out[name] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-    return out
-
-
-def validate(tags, gold, concept, labels, min_confidence=0.0, n_boot=1000, level=0.95, seed=0, match="auto"):
+def validate(tags, gold, concept, labels, min_confidence=0.0, n_boot=N_BOOT, level=LEVEL, seed=0, match="auto"):
     """The book's Table 3 for any tagger: metrics of ``labels`` as a proxy for ``concept``.
 
     Returns a dict with ``accuracy``, ``precision``, ``recall``, ``f1``,
-    ``confusion_matrix`` (``[[TN, FP], [FN, TP]]``), ``n``, ``intervals``
-    (``{metric: [lo, hi]}`` at ``level``), and what the join found:
+    ``confusion_matrix`` (``[[TN, FP], [FN, TP]]``), ``n``, the intervals of
+    :func:`imgasdata.metrics.confusion_intervals` (``intervals``: ``{metric: [lo, hi]}``
+    at ``interval_level``; ``interval_methods``; ``n_boot``), and what the join found:
     ``positives`` (gold 1s), ``not_in_tags`` (gold images the tagger never
     mentions, counted as not tagged), ``tag_errors`` (gold images whose tagging
     failed, also counted as not tagged), ``not_in_gold`` (count) and
@@ -191,8 +173,9 @@ def validate(tags, gold, concept, labels, min_confidence=0.0, n_boot=1000, level
         raise DataError("the gold file has no rows")
     report = scores_from_counts(joined["gold"], joined["predicted"])
     report.update({"n": len(joined), "positives": int(joined["gold"].sum()),
-                   "intervals": bootstrap_intervals(joined["gold"], joined["predicted"], n_boot, level, seed),
-                   "level": level, "n_boot": int(n_boot), "concept": concept,
+                   **confusion_intervals(report["confusion_matrix"], positive_index=1, level=level,
+                                         n_boot=n_boot, seed=seed),
+                   "concept": concept,
                    "labels": [labels] if isinstance(labels, str) else list(labels),
                    "min_confidence": float(min_confidence), "matched_on": joined.attrs["matched_on"],
                    "not_in_tags": int((~joined["in_tags"]).sum()), "tag_errors": int(joined["tag_error"].sum()),
@@ -202,9 +185,9 @@ def validate(tags, gold, concept, labels, min_confidence=0.0, n_boot=1000, level
 
 
 def report_table(report):
-    """The metrics of a :func:`validate` report as a small table with interval columns."""
-    rows = [{"metric": m, "value": report[m], "low": report["intervals"][m][0], "high": report["intervals"][m][1]}
-            for m in METRICS]
+    """The metrics of a :func:`validate` report as a small table with interval columns and each interval's method."""
+    rows = [{"metric": m, "value": report[m], "low": report["intervals"][m][0], "high": report["intervals"][m][1],
+             "method": report["interval_methods"][m]} for m in METRICS]
     return pd.DataFrame(rows)
 
 
@@ -244,7 +227,7 @@ def plot_sweep(sweep, ax=None, title=None):
     return ax
 
 
-def compare_taggers(taggers, gold, concept, min_confidence=0.0, n_boot=1000, seed=0, match="auto"):
+def compare_taggers(taggers, gold, concept, min_confidence=0.0, n_boot=N_BOOT, seed=0, match="auto"):
     """Several taggers on one gold set: ``taggers`` maps a name to ``(tags, labels)`` or ``(tags, labels, threshold)``.
 
     Returns one row per tagger with the metrics, their intervals and the confusion counts.
