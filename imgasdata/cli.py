@@ -27,6 +27,9 @@ def _train_options(p, grid=False):
 
     p.add_argument("data", help="dataset folder (train/val/test or one folder per class) or CSV of path,label")
     p.add_argument("--out", required=True, help="folder to write the run (or the grid's runs) into")
+    p.add_argument("--allow-pickle-weights", action="store_true",
+                   help="let --weights be a .pt/.pth file (a pickle: only for files you trust; "
+                        "safetensors needs no permission)")
     add_arguments(p, grid=grid)
 
 
@@ -35,8 +38,8 @@ def cmd_train(a):
     from .settings import from_arguments
     from .train import train
 
-    run = train(a.data, a.out, **from_arguments(a))
-    print(f"best epoch {run.manifest['best_epoch']} of {run.manifest['epochs_run']} ({run.manifest['mode']} mode)")
+    run = train(a.data, a.out, overwrite=a.overwrite, allow_pt=a.allow_pickle_weights, **from_arguments(a))
+    print(f"best epoch {run.best_epoch} of {run.epochs_run} ({run.settings.mode} mode)")
     print(summary_table({k: v for k, v in run.metrics.items() if v}).to_string())
     print(f"run saved to {run.run_dir}")
 
@@ -49,7 +52,7 @@ def cmd_grid(a):
 
     fixed = from_arguments(a)
     param_grid = {name: fixed.pop(name) for name in searched()}
-    results = grid(a.data, a.out, param_grid, resume=not a.no_resume, **fixed)
+    results = grid(a.data, a.out, param_grid, resume=not a.no_resume, allow_pt=a.allow_pickle_weights, **fixed)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(results.drop(columns=["run"]).to_string(index=False))
     print(f"table saved to {Path(a.out) / RESULTS}")
@@ -115,6 +118,8 @@ def build_parser():
 
     p = sub.add_parser("train", help="fine-tune a pretrained CNN on labelled images")
     _train_options(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (only its own files are removed)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("grid", help="train one model per combination of hyperparameters")
