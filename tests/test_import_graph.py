@@ -134,3 +134,34 @@ def test_cycle_finder_passes_a_tree(tmp_path):
 def test_no_module_getattr_shims(shim):
     tree = ast.parse((PACKAGE / f"{shim}.py").read_text())
     assert not [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
+
+
+# ----------------------------------------------------------------------------- what a command imports
+
+
+def _imported_after(code):
+    """The top-level packages a fresh Python has imported after running ``code``."""
+    import json
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=PACKAGE.parent, env={**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)})
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_help_imports_no_heavy_library():
+    """``imgasdata --help`` builds every command's options without torch, boto3, Ray or scikit-learn."""
+    code = ("import contextlib, io\nfrom imgasdata.cli import main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])")
+    heavy = _imported_after(code) & {"torch", "torchvision", "timm", "boto3", "botocore", "ray", "sklearn",
+                                     "matplotlib", "scipy"}
+    assert not heavy, f"imgasdata --help imports {sorted(heavy)}"
+
+
+def test_predict_imports_no_training_or_cloud_library():
+    """Labelling images needs torch and torchvision, not scikit-learn, matplotlib, timm (until a backbone is built), boto3 or Ray."""
+    heavy = _imported_after("import imgasdata.predict") & {"sklearn", "matplotlib", "scipy", "timm", "boto3",
+                                                           "botocore", "ray"}
+    assert not heavy, f"import imgasdata.predict imports {sorted(heavy)}"
