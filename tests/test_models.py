@@ -391,3 +391,21 @@ def test_pick_device():
         assert imodels.pick_device().type == "cuda"
     else:
         assert imodels.pick_device().type in ("cpu", "mps")
+
+
+def test_dependencies_rule_out_unsafe_loading_releases():
+    """torch < 2.6 had a weights_only remote-code flaw (CVE-2025-32434); pillow < 10.3 a libwebp one."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[1]
+    deps = {Requirement(d).name: Requirement(d).specifier
+            for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for name, too_old, fine in (("torch", "2.5.1", "2.6.0"), ("torchvision", "0.20.1", "0.21.0"),
+                                ("pillow", "10.2.0", "10.3.0")):
+        assert not deps[name].contains(too_old) and deps[name].contains(fine), name
+    base = re.search(r"^FROM pytorch/pytorch:(\d+)\.(\d+)", (root / "Dockerfile").read_text(), re.M)
+    assert (int(base.group(1)), int(base.group(2))) >= (2, 6)
