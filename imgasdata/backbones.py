@@ -19,7 +19,12 @@ Adding a source is one more record in :data:`SOURCES`.
 
 from __future__ import annotations
 
+import difflib
+import http.client
 import importlib
+import pickle
+import urllib.error
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,10 +42,6 @@ def download_failures():
     No network, a refused or missing download, a timeout, a damaged cached file. Any
     other exception (a bug, a full disk) is not one of these and keeps its traceback.
     """
-    import http.client
-    import pickle
-    import urllib.error
-
     found = [urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException, EOFError,
              pickle.UnpicklingError]
     try:
@@ -73,8 +74,6 @@ def _timm():
     """Import timm. It imports huggingface_hub, whose ``tqdm.auto`` import warns inside Jupyter
     when ipywidgets is missing; that warning concerns only hub downloads, which we never make,
     and it prints a machine-specific path into notebooks."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
         import timm
@@ -246,8 +245,6 @@ def find_source(name):
     for source in SOURCES:
         if source.knows(name):
             return source
-    import difflib
-
     close = difflib.get_close_matches(name, available_backbones(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise SettingsError(

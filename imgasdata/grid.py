@@ -16,6 +16,7 @@ import math
 import warnings
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from .datasets import fingerprint, load_dataset
@@ -160,8 +161,6 @@ def choose(results):
 
 def save_grid_curves(results, out):
     """Loss and accuracy curves of every combination, as ``curves_loss.png`` and ``curves_accuracy.png``."""
-    import matplotlib.pyplot as plt
-
     for metric in ("loss", "accuracy"):
         fig = plot_grid_curves(results, metric)
         fig.savefig(Path(out) / f"curves_{metric}.png", dpi=100, bbox_inches="tight")

@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from sklearn.metrics import ConfusionMatrixDisplay
 
 from .errors import SettingsError
 from .fit import best_epoch
@@ -141,8 +142,6 @@ def plot_grid_curves(results, metric="loss", ncols=4):
 
 def plot_confusion_matrix(metrics, title=None, normalize=False):
     """The confusion matrix of a metrics dict: rows are the true classes, columns the predictions."""
-    from sklearn.metrics import ConfusionMatrixDisplay
-
     cm = np.array(metrics["confusion_matrix"], dtype=float)
     if normalize:
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)

@@ -20,12 +20,14 @@ manifest are read through :func:`upgrade_manifest`.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from safetensors.torch import save_file
 
 from .datasets import fingerprint
 from .errors import MissingFileError, UserError
@@ -120,8 +122,6 @@ def upgrade_manifest(manifest):
 
 def package_versions():
     """Versions of Python and the libraries that shape a run's numbers."""
-    import importlib.metadata as md
-
     out = {"python": platform.python_version()}
     for name in ("imgasdata", "torch", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "pandas"):
         try:
@@ -133,8 +133,6 @@ def package_versions():
 
 def save_model(run_dir, model, manifest):
     """Write ``model.safetensors`` and ``manifest.json`` into ``run_dir``; returns the folder."""
-    from safetensors.torch import save_file
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

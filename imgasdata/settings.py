@@ -13,6 +13,7 @@ Settings are checked the moment they are made, one clear sentence per mistake
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 from dataclasses import dataclass, field
 
@@ -173,8 +174,6 @@ class TrainSettings:
         """Settings from keyword arguments, naming any unknown ones (with the closest known name)."""
         unknown = sorted(set(kwargs) - set(cls.names()))
         if unknown:
-            import difflib
-
             hints = [difflib.get_close_matches(u, cls.names(), n=1) for u in unknown]
             hint = "; did you mean " + ", ".join(h[0] for h in hints if h) + "?" if any(hints) else "."
             raise SettingsError(f"unknown setting(s) {unknown}{hint} Known settings: {', '.join(cls.names())}")
@@ -232,7 +231,7 @@ def _check(f, value):
 
 def settings_table():
     """Every setting with its default and what it may be, as a DataFrame (for the docs and notebooks)."""
-    import pandas as pd
+    import pandas as pd  # not at the top: the command line's options come from this module
 
     return pd.DataFrame([{"setting": f.name, "default": f.default, "allowed": str(f.metadata["constraint"])
                           + (" or None" if f.metadata["optional"] else ""), "meaning": f.metadata["help"]}

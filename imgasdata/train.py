@@ -25,6 +25,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -38,6 +39,7 @@ from .fit import fit, make_optimizer, run_epoch, set_seed
 from .images import check_images
 from .metrics import classification_metrics
 from .models import build_model, pick_device
+from .plots import plot_history
 from .progress import progress as progress_bar
 from .runs import CURVES, MANIFEST_FORMAT, Run, package_versions, run_files, save_run
 from .settings import TrainSettings, settings_table
@@ -189,10 +191,6 @@ def _check_out(out, data, overwrite):
 
 def save_curves(run, path):
     """Draw the run's learning curves (loss and accuracy per epoch) into ``path`` (a PNG)."""
-    import matplotlib.pyplot as plt
-
-    from .plots import plot_history  # matplotlib: drawn only when a run folder is written
-
     fig = plot_history(run.history, select=run.settings.select)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
