@@ -472,23 +472,36 @@ def startup(args, root, work):
         "imgasdata predict (command)": [sys.executable, "-m", "imgasdata", "predict", str(run_dir), str(one),
                                         "--out", str(csv_path)],
     }
+    import resource
+
+    def children_cpu():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
     print(machine_header("bench_predict --startup"))
-    times = {name: [] for name in [*commands, "predict (Python, child)", "plain torchvision loop"]}
+    names = [*commands, "predict (Python, child)", "plain torchvision loop"]
+    times, cpu = {name: [] for name in names}, {name: [] for name in names}
     for _ in range(max(1, args.repeats)):  # interleaved, so a burst of load hits every kind alike
         for name, cmd in commands.items():
             csv_path.unlink(missing_ok=True)
-            t = time.perf_counter()
+            c, t = children_cpu(), time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True)
             times[name].append(time.perf_counter() - t)
+            cpu[name].append(children_cpu() - c)
             if done.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
         for name, engine in (("predict (Python, child)", "predict"), ("plain torchvision loop", "loop")):
             csv_path.unlink(missing_ok=True)
+            c = children_cpu()
             times[name].append(run_child(engine, run_dir, one, csv_path)["wall_s"])
+            cpu[name].append(children_cpu() - c)  # the loop's DataLoader workers are counted too
         print(f"  round done; load avg {loadavg()}", flush=True)
     loop = statistics.median(times["plain torchvision loop"])
+    # CPU seconds (user + system, the process and its children) hardly move with the machine's load;
+    # wall seconds do: on a busy machine compare the CPU column.
     rows = [{"process (one image)": name, "best s": round(min(v), 2), "median s": round(statistics.median(v), 2),
-             "median × loop": round(statistics.median(v) / loop, 2), "runs": len(v)} for name, v in times.items()]
+             "median × loop": round(statistics.median(v) / loop, 2), "median CPU s": round(statistics.median(cpu[name]), 2),
+             "runs": len(v)} for name, v in times.items()]
     print()
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"load avg now {loadavg()}")

@@ -20,10 +20,8 @@ Adding a source is one more record in :data:`SOURCES`.
 from __future__ import annotations
 
 import difflib
-import http.client
 import importlib
 import pickle
-import urllib.error
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,10 @@ def download_failures():
     No network, a refused or missing download, a timeout, a damaged cached file. Any
     other exception (a bug, a full disk) is not one of these and keeps its traceback.
     """
+    # here, not at the top: the command line's options import this module, and http.client is slow to import
+    import http.client
+    import urllib.error
+
     found = [urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException, EOFError,
              pickle.UnpicklingError]
     try:

@@ -73,6 +73,9 @@ def test_cli_train(capsys, pair_dir, tmp_path):
     assert manifest["settings"]["batch_size"] == 8
     assert manifest["settings"]["step_size"] == 2 and manifest["settings"]["seed"] == 1
     assert manifest["epochs_run"] == 3 and manifest["classes"] == list(PAIR)
+    history = pd.read_csv(out / "history.csv")
+    assert history["lr"].tolist() == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.001, 0.001])
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
     # the same --out again is refused; --overwrite replaces the run
     code, _, err = run_cli(capsys, "train", pair_dir, "--out", out, "--mode", "head", "--epochs", "1", "--device", "cpu")
     assert_one_line_error(code, err, "train", "already holds a run", "--overwrite")
@@ -80,9 +83,6 @@ def test_cli_train(capsys, pair_dir, tmp_path):
                            "--overwrite")
     assert code == 0, err
     assert json.loads((out / "manifest.json").read_text())["epochs_run"] == 1
-    history = pd.read_csv(out / "history.csv")
-    assert history["lr"].tolist() == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.001, 0.001])
-    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
 
 
 def test_cli_grid_and_resume(capsys, pair_dir, tmp_path):
