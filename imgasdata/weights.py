@@ -18,9 +18,6 @@ from pathlib import Path
 
 from .errors import MissingFileError, WeightsError
 
-#: File endings read as pickle-based PyTorch files (with weights_only=True, after opt-in).
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-
 #: How to turn a colleague's PyTorch file into safetensors (the sentence every refusal ends with).
 CONVERT_HINT = (
     "Convert it once, on a machine where you trust the file, with: "
