@@ -110,7 +110,8 @@ def onnx_runner(model, chunk, threads, folder, quantize=False):
 def main(argv=None):
     args = parse_args(argv)
     warnings.simplefilter("ignore")
-    from imgasdata.models import build_model, default_preprocessing
+    from imgasdata.backbones import default_preprocessing
+    from imgasdata.models import build_model
 
     root = sample_data(args.data)
     pre = default_preprocessing(args.backbone)

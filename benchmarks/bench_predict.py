@@ -36,8 +36,14 @@ loading the model in the calling process, starting Ray; for Ray the workers' own
 loading is counted), and the ratio to the loop. The table also gives the fastest bare
 forward pass (``bench_forward.py``'s best configuration) for reference.
 
+``--startup`` (issue 13, time to first row) runs whole processes on ONE image and reports the
+best and median wall time of ``--repeats`` runs each: ``imgasdata --help``; the ``imgasdata
+predict`` command; ``predict`` from Python (the ``--end-to-end`` child); and the plain torchvision
+``loop`` script (the ``--end-to-end`` baseline). Start-up is all these processes do.
+
 Run:  .venv/bin/python benchmarks/bench_predict.py [--data data] [--n-small 256] [--n-large 96]
       .venv/bin/python benchmarks/bench_predict.py --end-to-end --data data --work /tmp/bench [--ray]
+      .venv/bin/python benchmarks/bench_predict.py --startup --data data --work /tmp/bench [--repeats 5]
 """
 
 from __future__ import annotations
@@ -85,6 +91,8 @@ def parse_args(argv=None):
     p.add_argument("--ray", action="store_true", help="--end-to-end: also predict(engine='ray'), 1 and 2 workers")
     p.add_argument("--n-ray", type=int, default=1000, help="--end-to-end --ray: emoji images for Ray (default 1000)")
     p.add_argument("--engines", default="loop,predict", help="--end-to-end: which, of loop,predict,ray-1,ray-2")
+    p.add_argument("--startup", action="store_true",
+                   help="whole-process start-up on one image: --help, the predict command, predict, the loop")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     p.add_argument("--csv", help=argparse.SUPPRESS)
@@ -137,14 +145,16 @@ def large_jpegs(root, work, n, min_side, max_side):
 
 def make_run(backbone, work):
     """A saved run folder (ImageNet backbone + an untrained 2-class head): the model predict loads."""
-    from imgasdata.models import build_model, default_preprocessing, save_model
+    from imgasdata.backbones import default_preprocessing
+    from imgasdata.models import build_model
+    from imgasdata.runs import MANIFEST_FORMAT, save_model
 
     pre = default_preprocessing(backbone)
     pre["normalize"] = "backbone"
     torch.manual_seed(0)
     model = build_model(backbone, 2, "imagenet")
-    manifest = {"classes": ["negative", "positive"], "backbone": backbone, "weights": "imagenet",
-                "mode": "head", "preprocessing": pre, "hyperparameters": {"dropout": 0.0}}
+    manifest = {"format": MANIFEST_FORMAT, "classes": ["negative", "positive"], "preprocessing": pre,
+                "settings": {"backbone": backbone, "weights": "imagenet", "mode": "head", "dropout": 0.0}}
     return save_model(work / "run", model, manifest)
 
 
@@ -324,7 +334,7 @@ def child_loop(run_dir, folder, csv_path):
     from torchvision.datasets.folder import default_loader
 
     from imgasdata.images import list_images
-    from imgasdata.models import load_model
+    from imgasdata.runs import load_model
     from imgasdata.transforms import build_transform
 
     t0 = time.perf_counter()
@@ -444,6 +454,59 @@ def end_to_end(args, root, work):
     print(f"load avg now {loadavg()}")
 
 
+def startup(args, root, work):
+    """Whole processes on one image: the best and median wall time of ``args.repeats`` runs each."""
+    import shutil
+    import subprocess
+
+    from imgasdata.images import list_images
+
+    run_dir = make_run(args.backbone, work)
+    one = work / "one_image"
+    one.mkdir(parents=True, exist_ok=True)
+    photo = sorted(list_images(root / "photos"))[0]
+    shutil.copyfile(photo, one / photo.name)
+    csv_path = work / "startup.csv"
+    commands = {
+        "imgasdata --help": [sys.executable, "-m", "imgasdata", "--help"],
+        "imgasdata predict (command)": [sys.executable, "-m", "imgasdata", "predict", str(run_dir), str(one),
+                                        "--out", str(csv_path)],
+    }
+    import resource
+
+    def children_cpu():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    print(machine_header("bench_predict --startup"))
+    names = [*commands, "predict (Python, child)", "plain torchvision loop"]
+    times, cpu = {name: [] for name in names}, {name: [] for name in names}
+    for _ in range(max(1, args.repeats)):  # interleaved, so a burst of load hits every kind alike
+        for name, cmd in commands.items():
+            csv_path.unlink(missing_ok=True)
+            c, t = children_cpu(), time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            times[name].append(time.perf_counter() - t)
+            cpu[name].append(children_cpu() - c)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        for name, engine in (("predict (Python, child)", "predict"), ("plain torchvision loop", "loop")):
+            csv_path.unlink(missing_ok=True)
+            c = children_cpu()
+            times[name].append(run_child(engine, run_dir, one, csv_path)["wall_s"])
+            cpu[name].append(children_cpu() - c)  # the loop's DataLoader workers are counted too
+        print(f"  round done; load avg {loadavg()}", flush=True)
+    loop = statistics.median(times["plain torchvision loop"])
+    # CPU seconds (user + system, the process and its children) hardly move with the machine's load;
+    # wall seconds do: on a busy machine compare the CPU column.
+    rows = [{"process (one image)": name, "best s": round(min(v), 2), "median s": round(statistics.median(v), 2),
+             "median × loop": round(statistics.median(v) / loop, 2), "median CPU s": round(statistics.median(cpu[name]), 2),
+             "runs": len(v)} for name, v in times.items()]
+    print()
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"load avg now {loadavg()}")
+
+
 def _slug(kind):
     return "".join(c if c.isalnum() else "_" for c in kind)
 
@@ -480,6 +543,13 @@ def main(argv=None):
             result = child_predict(run_dir, args.folder, args.csv)
         print(json.dumps(result))
         return
+    if args.startup:
+        warnings.simplefilter("ignore")
+        root = sample_data(args.data)
+        work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="imgasdata_bench_predict_"))
+        work.mkdir(parents=True, exist_ok=True)
+        startup(args, root, work)
+        return
     if args.end_to_end:
         warnings.simplefilter("ignore")
         root = sample_data(args.data)
@@ -501,7 +571,7 @@ def main(argv=None):
         inputs["photo"] = large_jpegs(root, work, args.n_large, args.min_side, args.max_side)
     run_dir = make_run(args.backbone, work)
 
-    from imgasdata.models import load_model
+    from imgasdata.runs import load_model
 
     model, manifest = load_model(run_dir, device="cpu")
     pre = manifest["preprocessing"]

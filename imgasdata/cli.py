@@ -28,6 +28,9 @@ def _train_options(p, grid=False):
 
     p.add_argument("data", help="dataset folder (train/val/test or one folder per class) or CSV of path,label")
     p.add_argument("--out", required=True, help="folder to write the run (or the grid's runs) into")
+    p.add_argument("--allow-pickle-weights", action="store_true",
+                   help="let --weights be a .pt/.pth file (a pickle: only for files you trust; "
+                        "safetensors needs no permission)")
     add_arguments(p, grid=grid)
 
 
@@ -43,8 +46,8 @@ def cmd_train(a):
 
         data = load_dataset(a.data, split=settings["split"], seed=settings["seed"], exclude=a.exclude)
         print(f"{data.attrs['excluded']} image(s) left out by --exclude")
-    run = train(data, a.out, **settings)
-    print(f"best epoch {run.manifest['best_epoch']} of {run.manifest['epochs_run']} ({run.manifest['mode']} mode)")
+    run = train(data, a.out, overwrite=a.overwrite, allow_pt=a.allow_pickle_weights, **settings)
+    print(f"best epoch {run.best_epoch} of {run.epochs_run} ({run.settings.mode} mode)")
     print(format_summary({k: v for k, v in run.metrics.items() if v}))
     print(f"run saved to {run.run_dir}")
 
@@ -57,7 +60,7 @@ def cmd_grid(a):
 
     fixed = from_arguments(a)
     param_grid = {name: fixed.pop(name) for name in searched()}
-    results = grid(a.data, a.out, param_grid, resume=not a.no_resume, **fixed)
+    results = grid(a.data, a.out, param_grid, resume=not a.no_resume, allow_pt=a.allow_pickle_weights, **fixed)
     shown = results.drop(columns=["run"]).assign(chosen=results["chosen"].map({True: "<- chosen", False: ""}))
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(shown.to_string(index=False, na_rep=""))
@@ -190,6 +193,8 @@ def build_parser():
     _train_options(p)
     p.add_argument("--exclude", nargs="+", metavar="REPORT",
                    help="report(s) of imgasdata check, clean or dedup: leave out the files they mark")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (only its own files are removed)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("grid", help="train one model per combination of hyperparameters")

@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from .errors import DataError, MissingFileError
 from .images import list_images, list_other_files
@@ -59,12 +58,20 @@ def read_class_folders(folder, split=None):
     return pd.DataFrame(rows, columns=["path", "label", "split"])
 
 
-def _stratified_split(df, fractions, seed):
-    """Assign ``split`` to rows of ``df`` in the given train/val/test fractions."""
+def stratified_split(labels, fractions, seed):
+    """Assign ``train``/``val``/``test`` to labels in the given fractions, stratified by label.
+
+    Every class gets at least one image in every split whose fraction is not 0; the
+    assignment is fixed by ``seed``. Returns a Series of split names with ``labels``'s
+    index. The one stratified split of the package (``load_dataset`` and ``prepare.split``).
+    """
+    from sklearn.model_selection import train_test_split  # here, not at the top: predict reads datasets
+
+    labels = pd.Series(labels)
     train_f, val_f, test_f = fractions
     if abs(train_f + val_f + test_f - 1.0) > 1e-6 or min(fractions) < 0:
         raise DataError(f"split fractions must be >= 0 and add up to 1, got {fractions}")
-    counts = df["label"].value_counts()
+    counts = labels.value_counts()
     n_classes = len(counts)
     needed = sum(1 for f in fractions if f > 0)
     if counts.min() < needed:
@@ -72,31 +79,34 @@ def _stratified_split(df, fractions, seed):
             f"Class '{counts.idxmin()}' has only {counts.min()} image(s); at least {needed} "
             f"are needed to put one in each of the train/val/test splits"
         )
-    df = df.copy()
-    df["split"] = "train"
+    split = pd.Series("train", index=labels.index)
     rest_f = val_f + test_f
     if rest_f == 0:
-        return df
+        return split
 
     def _size(fraction, n):
         # at least one image per class in every non-empty split
         return max(int(round(fraction * n)), n_classes)
 
     try:
-        train_idx, rest_idx = train_test_split(
-            df.index, test_size=_size(rest_f, len(df)), stratify=df["label"], random_state=seed)
+        _, rest_idx = train_test_split(labels.index, test_size=_size(rest_f, len(labels)), stratify=labels,
+                                       random_state=seed)
         if val_f and test_f:
-            rest = df.loc[rest_idx]
-            val_idx, test_idx = train_test_split(
-                rest.index, test_size=_size(test_f / rest_f, len(rest)),
-                stratify=rest["label"], random_state=seed)
-            df.loc[val_idx, "split"] = "val"
-            df.loc[test_idx, "split"] = "test"
+            rest = labels.loc[rest_idx]
+            val_idx, test_idx = train_test_split(rest.index, test_size=_size(test_f / rest_f, len(rest)),
+                                                 stratify=rest, random_state=seed)
+            split[val_idx] = "val"
+            split[test_idx] = "test"
         else:
-            df.loc[rest_idx, "split"] = "val" if val_f else "test"
+            split[rest_idx] = "val" if val_f else "test"
     except ValueError as exc:
         raise DataError(f"Could not split the images by class ({exc}); add more images per class") from None
-    return df
+    return split
+
+
+def _stratified_split(df, fractions, seed):
+    """``df`` with a ``split`` column from :func:`stratified_split` of its labels."""
+    return df.assign(split=stratified_split(df["label"], fractions, seed))
 
 
 def load_dataset(source, split=(0.8, 0.1, 0.1), val_fraction=0.15, seed=0, exclude=None):
@@ -111,7 +121,8 @@ def load_dataset(source, split=(0.8, 0.1, 0.1), val_fraction=0.15, seed=0, exclu
     ``dedup`` (see :func:`imgasdata.prepare.exclude.read_exclusions`) whose
     unreadable, not-kept or duplicate files are left out before any split; the
     number left out is in ``attrs["excluded"]``. Returns the rows sorted by split,
-    label and path.
+    label and path; how they were split is in ``df.attrs["split"]`` (see
+    :func:`split_record`).
     """
     from .prepare.exclude import read_exclusions
 
@@ -126,32 +137,51 @@ def load_dataset(source, split=(0.8, 0.1, 0.1), val_fraction=0.15, seed=0, exclu
         dropped.append(int(gone.sum()))
         return rows[~gone].reset_index(drop=True)
 
+    seeded = {"method": "seeded", "fractions": [float(f) for f in split], "seed": int(seed)}
     if source.is_file():
         df = _read_csv(source, split, seed, drop)
+        how = {"method": "csv column"} if "split" in pd.read_csv(source, nrows=0).columns else seeded
     elif (source / "train").is_dir():
-        df = _read_split_folders(source, val_fraction, seed, drop)
+        df, how = _read_split_folders(source, val_fraction, seed, drop)
     else:
-        df = _stratified_split(drop(read_class_folders(source)), split, seed)
+        df, how = _stratified_split(drop(read_class_folders(source)), split, seed), seeded
     _check_classes(df, source)
     order = {s: i for i, s in enumerate(SPLITS)}
     df = df.sort_values(["split", "label", "path"], key=lambda c: c.map(order) if c.name == "split" else c)
     df = df.reset_index(drop=True)
     df.attrs["excluded"] = sum(dropped)
+    df.attrs["split"] = how
     return df
+
+
+def split_record(df):
+    """How a dataset table was split, as the run manifest records it (a dict with ``method``).
+
+    ``folders`` (the book's train/val/test folders), ``folders + seeded`` (a validation set
+    carved from ``train/`` with ``val_fraction`` and ``seed``), ``seeded`` (stratified
+    ``fractions`` with ``seed``), ``csv column`` (the CSV's own ``split`` column), or
+    ``given table`` for a table not made by :func:`load_dataset`.
+    """
+    return dict(df.attrs.get("split") or {"method": "given table"})
 
 
 def _read_split_folders(source, val_fraction, seed, drop=lambda rows: rows):
     parts = {s: drop(read_class_folders(source / s, s)) for s in SPLITS if (source / s).is_dir()}
     if "val" in parts and "test" in parts:
-        return pd.concat(parts.values(), ignore_index=True)
+        return pd.concat(parts.values(), ignore_index=True), {"method": "folders"}
     held_out = parts.get("test", parts.get("val"))
     train = parts["train"]
     if held_out is None:
         # only train/: carve validation and test sets out of it
-        return _stratified_split(train, (1 - 2 * val_fraction, val_fraction, val_fraction), seed)
+        fractions = (1 - 2 * val_fraction, val_fraction, val_fraction)
+        return _stratified_split(train, fractions, seed), {"method": "seeded", "from": "train/",
+                                                           "fractions": list(fractions), "seed": int(seed)}
+    folder = "test" if "test" in parts else "val"
     held_out = held_out.assign(split="test")
     train = _stratified_split(train, (1 - val_fraction, val_fraction, 0.0), seed)
-    return pd.concat([train, held_out], ignore_index=True)
+    how = {"method": "folders + seeded", "test": f"{folder}/", "val_fraction": float(val_fraction),
+           "seed": int(seed)}
+    return pd.concat([train, held_out], ignore_index=True), how
 
 
 def _read_csv(csv_path, split, seed, drop=lambda rows: rows):

@@ -13,7 +13,9 @@ import copy
 import random
 
 import numpy as np
+import sklearn
 import torch
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from .metrics import averaging
 
@@ -61,9 +63,6 @@ def run_epoch(module, batches, criterion, device, optimizer=None, scaler=None):
 
 def history_row(epoch, phase, loss, y, scores, classes, positive, lr):
     """One row of the learning curves. Integer class codes keep scikit-learn fast here (every epoch)."""
-    import sklearn
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
     y_true, y_pred = y.numpy(), scores.argmax(1).numpy()
     average, kwargs = averaging(range(len(classes)), None if positive is None else classes.index(positive))
     with sklearn.config_context(skip_parameter_validation=True):

@@ -5,22 +5,28 @@ folder, collects one row per combination into ``results.csv``, and draws the
 loss and accuracy curves of every combination. An interrupted grid resumes: a
 combination is read back instead of retrained only when its run folder is
 complete, was made on the same files (dataset SHA-256) and with the same
-resolved settings.
+resolved settings. :func:`rank` orders the combinations for choosing one, setting
+aside runs whose training diverged or whose validation figures cannot tell them apart.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import warnings
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from .datasets import fingerprint, load_dataset
 from .errors import SettingsError
 from .models import pick_device
+from .plots import plot_grid_curves
 from .progress import progress as progress_bar
-from .runs import is_complete, load_run, read_manifest
+from .runs import is_complete, load_run, read_manifest, run_settings
 from .settings import TrainSettings
+from .train import train
 
 #: The book's grid: learning rate x momentum x batch size.
 BOOK_GRID = {"lr": [0.0005, 0.001, 0.005], "momentum": [0.7, 0.9], "batch_size": [1, 4]}
@@ -28,7 +34,7 @@ BOOK_GRID = {"lr": [0.0005, 0.001, 0.005], "momentum": [0.7, 0.9], "batch_size":
 RESULTS = "results.csv"
 
 
-def grid(data, out=None, param_grid=None, resume=True, progress=True, **settings):
+def grid(data, out=None, param_grid=None, resume=True, progress=True, allow_pt=False, **settings):
     """Train one model per combination of settings (the book's Table 6).
 
     ``param_grid`` maps setting names to lists of values (default: the book's
@@ -41,12 +47,11 @@ def grid(data, out=None, param_grid=None, resume=True, progress=True, **settings
     written to ``out/results.csv``; with ``resume=True`` finished runs made with
     the same settings on the same files are read back instead of retrained.
     Returns the table, one row per combination in grid order, with the best
-    epoch, validation metrics, seconds, and ``chosen``: True for the one run
-    that validation chose (:func:`mark_chosen`), the only row whose test
-    metrics (``test_*``) are filled in, so that nobody picks by test score.
+    epoch, whether training diverged, validation metrics, seconds, and ``chosen``:
+    True for the one run that validation chose (:func:`mark_chosen`, by :func:`rank`),
+    the only row whose test metrics (``test_*``) are filled in, so that nobody picks
+    by test score.
     """
-    from .train import train
-
     param_grid = dict(BOOK_GRID if param_grid is None else param_grid)
     searchable = [n for n in TrainSettings.names() if n not in ("device", "num_workers", "split")]
     unknown = sorted(set(param_grid) - set(searchable))
@@ -70,32 +75,26 @@ def grid(data, out=None, param_grid=None, resume=True, progress=True, **settings
         if resume and run_dir is not None and _reusable(run_dir, s.resolve(device), digest):
             run = load_run(run_dir, model=False)
         else:
-            run = train(df, run_dir, progress=False, **{**settings, **params})
+            # the grid owns its run folders: a combination that is not reusable is retrained in place
+            run = train(df, run_dir, settings=s, progress=False, overwrite=True, allow_pt=allow_pt)
         rows.append(_row(params, run, run_dir))
-    selects = {w.select for w in wanted}
-    results = mark_chosen(pd.DataFrame(rows), selects.pop() if len(selects) == 1 else "loss")
+    results = mark_chosen(pd.DataFrame(rows))
     if out is not None:
         results.to_csv(Path(out) / RESULTS, index=False)
         save_grid_curves(results, Path(out))
     return results
 
 
-def mark_chosen(results, select="loss"):
+def mark_chosen(results):
     """Mark the run that validation chooses and keep test metrics for it alone; returns a new table.
 
-    The choice follows each run's own rule for its epochs: the lowest
-    ``val_loss`` (ties: higher ``val_f1``), or with ``select="accuracy"`` the
-    highest ``val_accuracy`` (ties: lower ``val_loss``); remaining ties go to the
-    first row in grid order. The ``chosen`` column is placed before ``run``.
+    The chosen run is the first of :func:`rank` (the one rule for choosing a run). The
+    ``chosen`` column is placed before ``run``.
     """
-    results = results.copy()
-    if select == "accuracy":
-        order = results.sort_values(["val_accuracy", "val_loss"], ascending=[False, True], kind="stable",
-                                    na_position="last")
-    else:
-        order = results.sort_values(["val_loss", "val_f1"], ascending=[True, False], kind="stable",
-                                    na_position="last")
-    chosen = results.index == order.index[0] if len(results) else []
+    results = results.reset_index(drop=True).copy()
+    chosen = [False] * len(results)
+    if len(results):
+        chosen[int(rank(results.assign(_row=range(len(results))))["_row"].iloc[0])] = True
     test = [c for c in results.columns if c.startswith("test_")]
     results[test] = results[test].astype(float).where(pd.Series(chosen, index=results.index), axis=0)
     results.insert(results.columns.get_loc("run") if "run" in results.columns else len(results.columns),
@@ -114,14 +113,24 @@ def _reusable(run_dir, resolved, dataset_sha256):
         return False
     manifest = read_manifest(run_dir)
     return (manifest.get("dataset", {}).get("sha256") == dataset_sha256
-            and manifest.get("settings") == resolved.recorded())
+            and run_settings(manifest).recorded() == resolved.recorded())
+
+
+def diverged(history):
+    """True when training went wrong: a loss that is not finite, or a last training loss above the first."""
+    if not len(history):
+        return False
+    if not all(math.isfinite(v) for v in history["loss"]):
+        return True
+    train_loss = history.loc[history["phase"] == "train", "loss"].to_list()
+    return len(train_loss) > 1 and train_loss[-1] > train_loss[0]
 
 
 def _row(params, run, run_dir):
     history, manifest, metrics = run.history, run.manifest, run.metrics
-    best_val = history[(history["phase"] == "val") & (history["epoch"] == manifest["best_epoch"])].iloc[0]
+    best_val = history[(history["phase"] == "val") & (history["epoch"] == run.best_epoch)].iloc[0]
     row = dict(params)
-    row.update(best_epoch=manifest["best_epoch"], epochs_run=manifest["epochs_run"],
+    row.update(best_epoch=run.best_epoch, epochs_run=run.epochs_run, diverged=diverged(history),
                val_loss=round(float(best_val["loss"]), 4))
     for split in ("val", "test"):
         for k in ("accuracy", "precision", "recall", "f1"):
@@ -130,17 +139,47 @@ def _row(params, run, run_dir):
     return row
 
 
-def grid_parameters(results):
-    """The searched settings' columns of a grid's results table (they come first, before ``best_epoch``)."""
-    return list(results.columns[:results.columns.get_loc("best_epoch")])
+def rank(results):
+    """The grid's results ordered for choosing a run: the first row is the one to pick.
+
+    The rule: a run is *set aside* (ranked after every other run, column
+    ``set_aside`` says why) when
+
+    * its training diverged (:func:`diverged`: a loss that is not finite, or a last
+      training loss above the first epoch's), or
+    * its kept validation loss is exactly 0 (as rounded in the table) with validation
+      accuracy 1.0 while another run also reaches accuracy 1.0: on a handful of
+      validation images that zero is saturated probabilities, not a better model,
+      and it would win every tie by that alone.
+
+    The other runs are ordered by validation loss (lower first), then validation F1
+    (higher first), then grid order. When every run is set aside, the same order is
+    applied to all of them and a warning says none could be trusted. Returns a new table.
+    """
+    ranked = results.reset_index(drop=True).copy()
+    perfect = ranked["val_accuracy"] == 1.0
+    zero = (ranked["val_loss"] == 0) & perfect & (perfect.sum() > 1)
+    broken = ranked["diverged"].astype(bool) if "diverged" in ranked else pd.Series(False, index=ranked.index)
+    ranked["set_aside"] = ""
+    ranked.loc[zero, "set_aside"] = "validation loss 0 tied at accuracy 1.0"
+    ranked.loc[broken, "set_aside"] = "training diverged"
+    ranked["_order"] = range(len(ranked))
+    loss = ranked["val_loss"].where(ranked["val_loss"].map(lambda v: math.isfinite(float(v))), math.inf)
+    ranked = ranked.assign(_aside=ranked["set_aside"] != "", _loss=loss, _f1=-ranked["val_f1"].fillna(-1))
+    if ranked["_aside"].all() and len(ranked):
+        warnings.warn("every run of the grid diverged or has a validation loss of 0 tied with others: "
+                      "none of them can be trusted; try a smaller learning rate", stacklevel=2)
+    ranked = ranked.sort_values(["_aside", "_loss", "_f1", "_order"])
+    return ranked.drop(columns=["_order", "_aside", "_loss", "_f1"]).reset_index(drop=True)
+
+
+def choose(results):
+    """The row of the run to pick from a grid's results: the first of :func:`rank` (see its rule)."""
+    return rank(results).iloc[0]
 
 
 def save_grid_curves(results, out):
     """Loss and accuracy curves of every combination, as ``curves_loss.png`` and ``curves_accuracy.png``."""
-    import matplotlib.pyplot as plt
-
-    from .plots import plot_grid_curves
-
     for metric in ("loss", "accuracy"):
         fig = plot_grid_curves(results, metric)
         fig.savefig(Path(out) / f"curves_{metric}.png", dpi=100, bbox_inches="tight")

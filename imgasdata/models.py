@@ -1,34 +1,25 @@
-"""The classifier: a pretrained backbone with its last layer replaced, and reading weights files.
+"""The classifier: a pretrained backbone with its last layer replaced.
 
 A model here is a :class:`Classifier`: an ImageNet-pretrained ``backbone`` that
 turns an image into a feature vector, and a new ``head`` (dropout + one linear
 layer with one output per class) that replaces the backbone's 1000-way
 ImageNet layer, as in the book's chapter 4.4. Where backbones come from is
-:mod:`imgasdata.backbones`; saving and loading run folders is :mod:`imgasdata.runs`.
+:mod:`imgasdata.backbones`; reading weights files is :mod:`imgasdata.weights`;
+saving and loading run folders is :mod:`imgasdata.runs`.
 
-``weights`` is ``"imagenet"``, a path to a local weights file (safetensors, or a
-plain state dict), or ``"none"`` (random initialisation).
+``weights`` is ``"imagenet"``, a path to a local weights file (safetensors; a
+``.pt``/``.pth`` state dict only with ``allow_pt=True``), or ``"none"`` (random
+initialisation).
 """
 
 from __future__ import annotations
 
-import pickle
-import re
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from .backbones import (  # noqa: F401  (public names kept here for callers)
-    LITE as LITE_BACKBONES,
-    _timm,
-    available_backbones,
-    default_preprocessing,
-    find_source,
-    imagenet_classes,
-)
-from .errors import MissingFileError, SettingsError, WeightsError
-from .settings import DEFAULT_BACKBONE
+from .backbones import DEFAULT_BACKBONE, find_source
+from .errors import SettingsError, WeightsError
+from .weights import load_state_dict_file
 
 
 class Classifier(nn.Module):
@@ -51,59 +42,19 @@ def new_head(num_features, num_classes, dropout=0.0):
     return nn.Sequential(nn.Dropout(p=float(dropout)), linear)
 
 
-def load_state_dict_file(path):
-    """Read a weights file without unpickling arbitrary objects.
+def imagenet_model(backbone=DEFAULT_BACKBONE, weights="imagenet", allow_pt=False):
+    """The backbone with its original ImageNet layer, pretrained weights loaded.
 
-    Accepts ``.safetensors`` or a PyTorch file holding a plain state dict (read
-    with ``torch.load(weights_only=True)``). A file that would need arbitrary
-    Python objects unpickled is refused with :class:`WeightsError`, because unpickling
-    a file from someone else can run any code.
+    ``allow_pt=True`` lets ``weights`` be a ``.pt``/``.pth`` file (a pickle, read with
+    ``weights_only=True``); see :func:`imgasdata.weights.load_state_dict_file`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"Weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(
-                f"{path} is not a valid safetensors file ({exc}); it may be damaged or another kind of "
-                f"file renamed. Nothing was loaded."
-            ) from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # torch's own message spans many lines with terminal colour codes and tells how to load
-        # the file anyway; keep only which object it holds, so the error stays one clear line.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        detail = (f"it holds a {found.group(1)}" if found
-                  else re.sub(r"\x1b\[[0-9;]*m", "", (str(exc).splitlines() or [""])[0]).strip())
-        raise WeightsError(
-            f"Refusing to load {path}: it is not a plain state dict of tensors and would need "
-            f"arbitrary Python objects unpickled, which can run code. Save the weights with "
-            f"torch.save(model.state_dict(), ...) or as safetensors instead. ({detail})"
-        ) from None
-    except Exception as exc:
-        raise WeightsError(f"Could not read weights file {path}: {exc}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return state
-
-
-def imagenet_model(backbone=DEFAULT_BACKBONE, weights="imagenet"):
-    """The backbone with its original 1000-class ImageNet layer, pretrained weights loaded."""
     source = find_source(backbone)
     weights = str(weights)
     model = source.build(backbone)
     if weights == "imagenet":
         model.load_state_dict(source.imagenet_state(backbone, model), strict=True)
     elif weights != "none":
-        _load_into(model, load_state_dict_file(weights), weights)
+        _load_into(model, load_state_dict_file(weights, allow_pt=allow_pt), weights)
     return model.eval()
 
 
@@ -148,11 +99,11 @@ def _strip_last_layer(model):
     return num_features
 
 
-def build_model(backbone=DEFAULT_BACKBONE, num_classes=2, weights="imagenet", dropout=0.0):
+def build_model(backbone=DEFAULT_BACKBONE, num_classes=2, weights="imagenet", dropout=0.0, allow_pt=False):
     """A :class:`Classifier`: the pretrained backbone with a new ``num_classes``-way last layer."""
     if int(num_classes) < 2:
         raise SettingsError(f"num_classes must be at least 2, got {num_classes}")
-    model = imagenet_model(backbone, weights)
+    model = imagenet_model(backbone, weights, allow_pt)
     num_features = _strip_last_layer(model)
     return Classifier(model, num_features, int(num_classes), dropout)
 
@@ -167,11 +118,3 @@ def pick_device(device="auto"):
         return torch.device("mps")
     return torch.device("cpu")
 
-
-def __getattr__(name):
-    # save_model and load_model live with the run folder (imgasdata.runs); kept reachable here.
-    if name in ("save_model", "load_model"):
-        from . import runs
-
-        return getattr(runs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

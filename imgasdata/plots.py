@@ -13,10 +13,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from sklearn.metrics import ConfusionMatrixDisplay
 
 from .errors import SettingsError
 from .fit import best_epoch
 from .images import load_image
+from .runs import load_run
 from .transforms import RESIZE_METHODS, Resize, build_transform, decode_size, to_display
 
 
@@ -105,12 +107,16 @@ def plot_history(history, title=None, select="loss"):
 
 
 def plot_grid_curves(results, metric="loss", ncols=4):
-    """One small panel per grid combination: ``metric`` per epoch for train and validation."""
-    from .grid import grid_parameters
-    from .runs import load_run
+    """One small panel per grid combination: ``metric`` per epoch for train and validation.
 
+    ``results`` is a grid's table (:func:`imgasdata.grid.grid`); each panel is titled
+    with the searched settings (the columns before ``best_epoch``). Losses are drawn on
+    a *symlog* axis: logarithmic above 0.01, so one diverging run cannot flatten the
+    others, and linear below it, so a loss that reaches 0 stays on the plot at 0
+    (a log axis would silently drop it). A run whose training diverged says so in its title.
+    """
     results = results.reset_index(drop=True)
-    params = grid_parameters(results)
+    params = list(results.columns[:results.columns.get_loc("best_epoch")])
     fig, axes = plt.subplots(math.ceil(len(results) / ncols), min(ncols, len(results)),
                              figsize=(3.0 * min(ncols, len(results)), 2.4 * math.ceil(len(results) / ncols)),
                              squeeze=False, sharey=True)
@@ -123,24 +129,27 @@ def plot_grid_curves(results, metric="loss", ncols=4):
             hp = h[h["phase"] == phase]
             ax.plot(hp["epoch"], hp[metric], label=phase, lw=1.2)
         ax.axvline(row["best_epoch"], color="grey", ls=":", lw=1)
-        ax.set_title(", ".join(f"{p}={row[p]}" for p in params), fontsize=8)
+        title = ", ".join(f"{p}={row[p]}" for p in params)
+        if row.get("diverged", False):
+            title += "\n(training diverged)"
+        ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=7)
         if metric == "loss":
-            # one diverging run's loss can be 100 times the others': a log scale keeps all readable
-            ax.set_yscale("log")
+            # one diverging run's loss can be 100 times the others': log above 0.01 keeps all readable,
+            # linear below keeps a loss of exactly 0 visible
+            ax.set_yscale("symlog", linthresh=0.01)
+            ax.set_ylim(bottom=0)
         elif metric in ("accuracy", "precision", "recall", "f1"):
             ax.set_ylim(0, 1.02)  # from 0, so that one image more or less does not look like a cliff
     axes.flat[0].legend(fontsize=7)
     fig.supxlabel("epoch", fontsize=9)
-    fig.supylabel(metric, fontsize=9)
+    fig.supylabel(metric + (" (symlog: linear below 0.01)" if metric == "loss" else ""), fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def plot_confusion_matrix(metrics, title=None, normalize=False):
     """The confusion matrix of a metrics dict: rows are the true classes, columns the predictions."""
-    from sklearn.metrics import ConfusionMatrixDisplay
-
     cm = np.array(metrics["confusion_matrix"], dtype=float)
     if normalize:
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)

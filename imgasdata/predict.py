@@ -14,14 +14,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .backbones import DEFAULT_BACKBONE, default_preprocessing, imagenet_classes
 from .batches import decode_threads, for_inference, forward, load_batches
 from .csv_rows import CsvRows
+from .datasets import SPLITS, load_dataset, read_class_folders
 from .errors import DataError, SettingsError
 from .images import expand_inputs
-from .models import pick_device
+from .models import imagenet_model, pick_device
 from .progress import progress as progress_bar
 from .runs import load_model
-from .settings import DEFAULT_BACKBONE
 from .transforms import build_transform, decode_size
 
 ENGINES = ("torch", "ray")
@@ -153,9 +154,7 @@ class ImagenetLabeller:
 
     def __init__(self, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, batch_size=16, device="auto",
                  workers=None):
-        from .models import default_preprocessing, imagenet_classes, imagenet_model
-
-        self.names = imagenet_classes()
+        self.names = imagenet_classes(backbone)
         self.device = pick_device(device)
         self.model = for_inference(imagenet_model(backbone, weights), self.device)
         self.pre = default_preprocessing(backbone)
@@ -209,6 +208,7 @@ def labelled_images(data):
     its images), or a dataset folder/CSV (its ``test`` split).
     """
     from .datasets import SPLITS, load_dataset, read_class_folders
+    from .metrics import classification_metrics  # scikit-learn: only evaluate needs it
 
     data = Path(data)
     if data.is_dir() and not any((data / s).is_dir() for s in SPLITS):

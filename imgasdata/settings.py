@@ -13,12 +13,13 @@ Settings are checked the moment they are made, one clear sentence per mistake
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 from dataclasses import dataclass, field
 
+from .backbones import DEFAULT_BACKBONE, default_preprocessing
 from .errors import SettingsError
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
 RESIZE_METHODS = ("squish", "crop", "pad", "rescale-crop")
 AUGMENTATIONS = ("crop", "flip")
 
@@ -76,18 +77,18 @@ class Text:
         return "a non-empty string"
 
 
-def setting(default, constraint, help, *, optional=False, searched=False, record=True, hyper=False, cli=None):
+def setting(default, constraint, help, *, optional=False, searched=False, record=True, cli=None):
     """A field of :class:`TrainSettings` with what the checks, the CLI and the manifest need.
 
     ``optional``: ``None`` is allowed (meaning "the backbone's own" or "off").
     ``searched``: the command-line ``grid`` takes several values for it (the book's grid).
     ``record``: the setting shapes the model, so the manifest records it and grid
-    resume compares it (device and worker count do not change results).
-    ``hyper``: an optimisation setting, listed in the manifest's ``hyperparameters`` block.
+    resume compares it (device and worker count do not change results; how the
+    data was split is recorded with the dataset, see ``load_dataset``).
     ``cli``: extra argparse keywords (``nargs``, ``metavar``).
     """
     return field(default=default, metadata={"constraint": constraint, "help": help, "optional": optional,
-                                            "searched": searched, "record": record, "hyper": hyper,
+                                            "searched": searched, "record": record,
                                             "cli": cli or {}})
 
 
@@ -104,16 +105,16 @@ class TrainSettings:
     mode: str = setting("auto", Options(("auto", "head", "full")),
                         "head: train the new last layer on cached features (fast, CPU); full: train every "
                         "layer (GPU); auto: full on a GPU, head otherwise")
-    epochs: int = setting(25, Interval(int, 1), "passes over the training images", hyper=True)
-    lr: float = setting(0.001, Interval(float, 0, None, "neither"), "learning rate", searched=True, hyper=True)
-    momentum: float = setting(0.9, Interval(float, 0, 1, "left"), "SGD momentum", searched=True, hyper=True)
-    batch_size: int = setting(4, Interval(int, 1), "images per weight update", searched=True, hyper=True)
-    step_size: int = setting(7, Interval(int, 1), "epochs between learning-rate drops (StepLR)", hyper=True)
-    gamma: float = setting(0.1, Interval(float, 0, 1, "right"), "factor of each learning-rate drop", hyper=True)
+    epochs: int = setting(25, Interval(int, 1), "passes over the training images")
+    lr: float = setting(0.001, Interval(float, 0, None, "neither"), "learning rate", searched=True)
+    momentum: float = setting(0.9, Interval(float, 0, 1, "left"), "SGD momentum", searched=True)
+    batch_size: int = setting(4, Interval(int, 1), "images per weight update", searched=True)
+    step_size: int = setting(7, Interval(int, 1), "epochs between learning-rate drops (StepLR)")
+    gamma: float = setting(0.1, Interval(float, 0, 1, "right"), "factor of each learning-rate drop")
     dropout: float = setting(0.0, Interval(float, 0, 1, "left"), "dropout before the new last layer",
-                             searched=True, hyper=True)
-    optimizer: str = setting("sgd", Options(("sgd", "adam")), "optimizer (the book uses sgd)", hyper=True)
-    weight_decay: float = setting(0.0, Interval(float, 0), "L2 penalty on the weights", hyper=True)
+                             searched=True)
+    optimizer: str = setting("sgd", Options(("sgd", "adam")), "optimizer (the book uses sgd)")
+    weight_decay: float = setting(0.0, Interval(float, 0), "L2 penalty on the weights")
     resize: str | None = setting(None, Options(RESIZE_METHODS),
                                  "resizing strategy (default: the backbone's own, rescale-crop)", optional=True)
     image_size: int | None = setting(None, Interval(int, 16), "input size in pixels (default: the backbone's)",
@@ -122,18 +123,17 @@ class TrainSettings:
                              "normalize with the backbone's ImageNet statistics or the training images'")
     augment: tuple = setting(AUGMENTATIONS, Options(AUGMENTATIONS),
                              "random changes to training images in full mode (default: crop flip)",
-                             cli={"nargs": "+"}, hyper=True)
-    select: str = setting("loss", Options(("loss", "accuracy")), "validation figure that picks the best epoch",
-                          hyper=True)
+                             cli={"nargs": "+"})
+    select: str = setting("loss", Options(("loss", "accuracy")), "validation figure that picks the best epoch")
     patience: int | None = setting(None, Interval(int, 1), "stop after this many epochs without improvement",
-                                   optional=True, hyper=True)
+                                   optional=True)
     positive: str | None = setting(None, Text(),
                                    "the positive class of a binary task (default: 'positive' when the classes "
                                    "are negative/positive)", optional=True)
     seed: int = setting(0, Interval(int, 0), "seed of the split, initialisation and batch order")
     split: tuple = setting((0.8, 0.1, 0.1), Interval(float, 0, 1),
                            "train/val/test fractions for a dataset that is not split into folders yet",
-                           cli={"nargs": 3, "metavar": ("TRAIN", "VAL", "TEST")})
+                           cli={"nargs": 3, "metavar": ("TRAIN", "VAL", "TEST")}, record=False)
     device: str = setting("auto", Text(), "auto, cpu, cuda, cuda:1 or mps", record=False)
     num_workers: int = setting(0, Interval(int, 0), "DataLoader processes in full mode", record=False)
 
@@ -174,8 +174,6 @@ class TrainSettings:
         """Settings from keyword arguments, naming any unknown ones (with the closest known name)."""
         unknown = sorted(set(kwargs) - set(cls.names()))
         if unknown:
-            import difflib
-
             hints = [difflib.get_close_matches(u, cls.names(), n=1) for u in unknown]
             hint = "; did you mean " + ", ".join(h[0] for h in hints if h) + "?" if any(hints) else "."
             raise SettingsError(f"unknown setting(s) {unknown}{hint} Known settings: {', '.join(cls.names())}")
@@ -194,8 +192,6 @@ class TrainSettings:
         and ``image_size`` left at ``None`` become the backbone's own; head mode
         applies no augmentation, so none is recorded. Resolving twice changes nothing.
         """
-        from .backbones import default_preprocessing
-
         mode = self.mode if self.mode != "auto" else ("full" if device.type == "cuda" else "head")
         own = default_preprocessing(self.backbone)
         return self.replace(mode=mode, resize=self.resize or own["resize"],
@@ -204,8 +200,6 @@ class TrainSettings:
 
     def preprocessing(self):
         """The preprocessing dict of these settings: the backbone's own, with resize and size overridden."""
-        from .backbones import default_preprocessing
-
         pre = default_preprocessing(self.backbone)
         pre.update({k: v for k, v in (("resize", self.resize), ("image_size", self.image_size)) if v is not None})
         pre["normalize"] = self.normalize
@@ -214,10 +208,6 @@ class TrainSettings:
     def recorded(self):
         """The settings that shape a model, as a JSON-ready dict (what a manifest records)."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["record"]}
-
-    def hyperparameters(self):
-        """The optimisation settings (the manifest's ``hyperparameters`` block)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["hyper"]}
 
 
 def _jsonable(value):
@@ -241,7 +231,7 @@ def _check(f, value):
 
 def settings_table():
     """Every setting with its default and what it may be, as a DataFrame (for the docs and notebooks)."""
-    import pandas as pd
+    import pandas as pd  # not at the top: the command line's options come from this module
 
     return pd.DataFrame([{"setting": f.name, "default": f.default, "allowed": str(f.metadata["constraint"])
                           + (" or None" if f.metadata["optional"] else ""), "meaning": f.metadata["help"]}

@@ -18,45 +18,58 @@ its default and what it may be is declared once in :mod:`imgasdata.settings`.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from . import __version__
-from .batches import ImageDataset, extract_features, feature_cache  # noqa: F401  (extract_features: public here)
-from .datasets import SPLITS, classes_of, load_dataset, positive_class
-from .errors import DataError, SettingsError
-from .fit import fit, make_optimizer, run_epoch, set_seed  # noqa: F401  (set_seed: public here)
+from .batches import ImageDataset, feature_cache
+from .datasets import SPLITS, classes_of, load_dataset, positive_class, split_record
+from .errors import DataError, SettingsError, UserError
+from .fit import fit, make_optimizer, run_epoch, set_seed
 from .images import check_images
 from .metrics import classification_metrics
 from .models import build_model, pick_device
+from .plots import plot_history
 from .progress import progress as progress_bar
-from .runs import Run, load_run, package_versions, save_run  # noqa: F401  (public here)
+from .runs import CURVES, MANIFEST_FORMAT, Run, package_versions, run_files, save_run
 from .settings import TrainSettings, settings_table
 from .transforms import build_transform, compute_normalization, decode_size
 
 
-def train(data, out=None, *, progress=True, **settings):
+def train(data, out=None, *, settings=None, progress=True, overwrite=False, allow_pt=False, **kwargs):
     """Fine-tune a pretrained backbone on labelled images and report held-out metrics.
 
     ``data`` is a dataset folder, a CSV, or a table from
-    :func:`imgasdata.datasets.load_dataset`. Settings are keyword arguments
-    (``epochs=25, lr=0.001, …``; the table below), checked before any work
-    starts. The defaults follow the book (SGD, lr 0.001, momentum 0.9, batch
-    size 4, StepLR every 7 epochs by 0.1). The epoch with the best validation
-    loss (or accuracy, ``select``) is kept; ``patience`` stops early.
-    ``positive`` names the class whose precision/recall/F1 are reported for a
-    binary task (default: ``positive`` when the classes are
-    ``negative``/``positive``; otherwise macro averages).
+    :func:`imgasdata.datasets.load_dataset`. Settings are a
+    :class:`~imgasdata.settings.TrainSettings` (``settings=``) and/or keyword
+    arguments (``epochs=25, lr=0.001, …``; the table below; keywords override
+    ``settings``), checked before any work starts. The defaults follow the book
+    (SGD, lr 0.001, momentum 0.9, batch size 4, StepLR every 7 epochs by 0.1).
+    The epoch with the best validation loss (or accuracy, ``select``) is kept;
+    ``patience`` stops early. ``positive`` names the class whose
+    precision/recall/F1 are reported for a binary task (default: ``positive``
+    when the classes are ``negative``/``positive``; otherwise macro averages).
+    ``allow_pt=True`` lets ``weights`` be a ``.pt``/``.pth`` file (a pickle; see
+    :mod:`imgasdata.weights`).
 
-    With ``out``, writes the run folder (see :mod:`imgasdata.runs`). Returns a :class:`~imgasdata.runs.Run`.
+    With ``out``, writes the run folder (see :mod:`imgasdata.runs`) and draws its
+    learning curves. A folder that already holds a run's files is refused unless
+    ``overwrite=True``, which removes only those files (other files in it stay).
+    Returns a :class:`~imgasdata.runs.Run`.
     """
-    s = settings if isinstance(settings, TrainSettings) else TrainSettings.from_kwargs(**settings)
+    s = _settings(settings, kwargs)
+    if out is not None:
+        _check_out(out, data, overwrite)
     started = time.perf_counter()
     df = data.copy() if isinstance(data, pd.DataFrame) else load_dataset(data, split=s.split, seed=s.seed)
     classes = classes_of(df)
@@ -68,7 +81,7 @@ def train(data, out=None, *, progress=True, **settings):
         pre["mean"], pre["std"] = compute_normalization(df.loc[df["split"] == "train", "path"], pre)
 
     set_seed(s.seed)
-    model = build_model(s.backbone, len(classes), s.weights, s.dropout).to(dev)
+    model = build_model(s.backbone, len(classes), s.weights, s.dropout, allow_pt=allow_pt).to(dev)
     df["target"] = df["label"].map({c: i for i, c in enumerate(classes)})
 
     if s.mode == "head":
@@ -114,37 +127,74 @@ def train(data, out=None, *, progress=True, **settings):
     model.eval()
 
     manifest = {
+        "format": MANIFEST_FORMAT,
         "imgasdata_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": "binary" if len(classes) == 2 else "multiclass",
         "classes": classes,
-        "positive": positive,
-        "backbone": s.backbone,
-        "weights": s.weights,
-        "mode": s.mode,
+        "positive": positive,  # the class the figures are about (settings.positive is what was asked)
         "preprocessing": pre,
-        "hyperparameters": s.hyperparameters(),
         "settings": s.recorded(),
-        "seed": s.seed,
         "device": str(dev),
         "best_epoch": int(best["epoch"]),
         "epochs_run": int(history[-1]["epoch"]),
         "selection": f"best validation {s.select}; the test images played no part in choosing",
         "seconds": round(time.perf_counter() - started, 2),
-        "dataset": {"source": None if isinstance(data, pd.DataFrame) else str(data),
+        "dataset": {"source": None if isinstance(data, pd.DataFrame) else str(data), "split": split_record(df),
                     "n": {split: int(len(parts[split])) for split in parts}, "skipped": int(len(skipped))},
         "versions": package_versions(),
     }
     run = Run(model=model, manifest=manifest, history=pd.DataFrame(history), metrics=metrics,
               predictions=predictions, skipped=skipped)
     if out is not None:
+        if overwrite:
+            for old in run_files(out):
+                old.unlink()
         run.run_dir = save_run(run, out, df)
+        save_curves(run, run.run_dir / CURVES)
     return run
 
 
 train.__doc__ += "\n    Settings:\n\n" + "\n".join(
     f"    * ``{r.setting}`` (default ``{r.default!r}``; {r.allowed}): {r.meaning}"
     for r in settings_table().itertuples()) + "\n"
+
+
+def _settings(settings, kwargs):
+    """The :class:`TrainSettings` of a call: ``settings`` with any keyword arguments applied on top."""
+    if settings is None:
+        return TrainSettings.from_kwargs(**kwargs)
+    if not isinstance(settings, TrainSettings):
+        raise SettingsError(f"settings must be a TrainSettings, got {type(settings).__name__}; "
+                            f"pass single settings as keyword arguments instead")
+    if not kwargs:
+        return settings
+    return TrainSettings.from_kwargs(**{**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)},
+                                        **kwargs})
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _check_out(out, data, overwrite):
+    """Refuse an output folder inside the data, or one holding another run (unless ``overwrite``)."""
+    if not isinstance(data, pd.DataFrame) and Path(data).is_dir() and _inside(out, data):
+        raise UserError(f"--out {out} is inside the data folder {data}; its files would be read as images. "
+                        f"Write the run somewhere else.")
+    existing = run_files(out) if Path(out).is_dir() else []
+    if existing and not overwrite:
+        raise UserError(f"{out} already holds a run ({', '.join(p.name for p in existing[:3])}, ...); choose "
+                        f"another --out, or pass --overwrite (overwrite=True) to replace that run's files")
+
+
+def save_curves(run, path):
+    """Draw the run's learning curves (loss and accuracy per epoch) into ``path`` (a PNG)."""
+    fig = plot_history(run.history, select=run.settings.select)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _positive(positive, classes):
@@ -209,11 +259,3 @@ def _held_out(module, eval_batches, criterion, dev, df, parts, classes, positive
                       "they are optimistic because the same images chose the epoch.", stacklevel=3)
     return metrics, pd.concat(frames, ignore_index=True)
 
-
-def __getattr__(name):
-    # grid search and evaluation have their own modules; their names stay reachable here.
-    if name in ("grid", "evaluate"):
-        from . import grid as grid_module, predict
-
-        return getattr(grid_module if name == "grid" else predict, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from .errors import SettingsError
+from .images import ImageLoadError, load_image
 from .settings import AUGMENTATIONS, RESIZE_METHODS
 
 _INTERPOLATION = {
@@ -124,8 +125,6 @@ def compute_normalization(images, pre):
     lists of three floats, to use instead of the backbone's ImageNet statistics.
     Files that cannot be read are skipped (training reports them in ``skipped.csv``).
     """
-    from .images import ImageLoadError, load_image
-
     resize = Resize(int(pre["image_size"]), pre["resize"], pre.get("crop_pct", 1.0), pre["interpolation"])
     total = np.zeros(3)
     total_sq = np.zeros(3)

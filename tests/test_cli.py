@@ -105,12 +105,19 @@ def test_cli_train(capsys, pair_dir, tmp_path):
     assert "best epoch" in stdout and f"run saved to {out}" in stdout
     assert "test" in stdout and "accuracy" in stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["hyperparameters"]["batch_size"] == 8
-    assert manifest["hyperparameters"]["step_size"] == 2 and manifest["seed"] == 1
+    assert manifest["settings"]["batch_size"] == 8
+    assert manifest["settings"]["step_size"] == 2 and manifest["settings"]["seed"] == 1
     assert manifest["epochs_run"] == 3 and manifest["classes"] == list(PAIR)
     history = pd.read_csv(out / "history.csv")
     assert history["lr"].tolist() == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.001, 0.001])
     assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    # the same --out again is refused; --overwrite replaces the run
+    code, _, err = run_cli(capsys, "train", pair_dir, "--out", out, "--mode", "head", "--epochs", "1", "--device", "cpu")
+    assert_one_line_error(code, err, "train", "already holds a run", "--overwrite")
+    code, _, err = run_cli(capsys, "train", pair_dir, "--out", out, "--mode", "head", "--epochs", "1", "--device", "cpu",
+                           "--overwrite")
+    assert code == 0, err
+    assert json.loads((out / "manifest.json").read_text())["epochs_run"] == 1
 
 
 def test_cli_grid_and_resume(capsys, pair_dir, tmp_path):
@@ -240,8 +247,13 @@ def test_error_unknown_backbone(capsys, pair_dir, tmp_path):
 def test_error_refused_pickle_weights(capsys, pair_dir, tmp_path):
     evil = tmp_path / "model.pt"
     torch.save(torch.nn.Linear(2, 2), evil)  # a whole pickled module, not a state dict
+    # without the opt-in a .pt is not even opened: one sentence on how to convert it
     code, _, err = run_cli(capsys, "train", pair_dir, "--out", tmp_path / "run", "--backbone", "resnet18",
                            "--weights", evil)
+    assert_one_line_error(code, err, "train", "Refusing", str(evil), "--allow-pickle-weights", "save_file")
+    # with it, weights-only loading still refuses the pickled module
+    code, _, err = run_cli(capsys, "train", pair_dir, "--out", tmp_path / "run", "--backbone", "resnet18",
+                           "--weights", evil, "--allow-pickle-weights")
     line = assert_one_line_error(code, err, "train", "Refusing", str(evil), "torch.nn.modules.linear.Linear")
     assert "\x1b" not in line
     assert not (tmp_path / "run").exists()

@@ -1,4 +1,4 @@
-"""imgasdata.predict and train.evaluate: labelling new images into a CSV, resuming, re-scoring a run."""
+"""imgasdata.predict and predict.evaluate: labelling new images into a CSV, resuming, re-scoring a run."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import pytest
 
 import imgasdata.batches as ibatches
 from conftest import PAIR, make_image_file
-from imgasdata.models import load_model
-from imgasdata.predict import expand_inputs, imagenet_labels, predict
-from imgasdata.train import evaluate
+from imgasdata.predict import evaluate, expand_inputs, imagenet_labels, predict
+from imgasdata.runs import load_model
 
 PROB_COLUMNS = [f"prob_{c}" for c in PAIR]
 COLUMNS = ["path", "label", *PROB_COLUMNS, "error"]
@@ -218,3 +217,24 @@ def test_evaluate_unknown_classes_is_an_error(trained_run, sample_data):
     run_dir, _ = trained_run
     with pytest.raises(ValueError, match="was not trained on"):
         evaluate(run_dir, sample_data["multiclass"] / "test", device="cpu", progress=False)
+
+
+def test_a_bug_in_a_transform_raises_instead_of_costing_rows(tmp_path):
+    """Only unreadable files become error rows; an injected TypeError keeps its traceback."""
+    import torch
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+
+    def buggy(image):
+        raise TypeError("a bug in the transform")
+
+    with pytest.raises(TypeError, match="a bug in the transform"):
+        list(ibatches.load_batches([good, bad], buggy, batch_size=2, workers=1))
+    tensor, message = ibatches.load_one(bad, buggy, None)
+    assert tensor is None and "bad.png" in message  # the unreadable file is still a row, not a crash
+    batches = list(ibatches.load_batches([good, bad], lambda image: torch.zeros(3), batch_size=2, workers=1))
+    assert [b[0] for b in batches] == [[0]] and list(batches[0][2]) == [1]

@@ -14,13 +14,18 @@ import torch
 from torch import nn
 
 from conftest import PAIR, TRAIN_SETTINGS, make_image_file
+from imgasdata import backbones, runs
 from imgasdata import models as imodels
 from imgasdata import train as itrain
 from imgasdata.datasets import fingerprint, load_dataset
-from imgasdata.train import grid, train
+from imgasdata.errors import SettingsError, UserError
+from imgasdata.grid import choose, diverged, grid, rank
+from imgasdata.settings import TrainSettings
+from imgasdata.train import train
 
 #: Quick head-mode settings for the mechanics tests: the pair dataset's features are cached in-process.
 QUICK = {"mode": "head", "device": "cpu", "progress": False}
+QUICK_KW = {k: v for k, v in QUICK.items() if k != "progress"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,7 @@ def test_head_mode_on_real_pictures_reaches_90_percent_test_accuracy(trained_run
     test = run.metrics["test"]
     record_property("test_accuracy", test["accuracy"])
     print(f"\nreal-data test accuracy ({' vs '.join(PAIR)}): {test['accuracy']:.3f} "
-          f"(n={test['n']}, val {run.metrics['val']['accuracy']:.3f}, best epoch {run.manifest['best_epoch']})")
+          f"(n={test['n']}, val {run.metrics['val']['accuracy']:.3f}, best epoch {run.best_epoch})")
     assert run.manifest["dataset"]["n"] == {"train": 84, "val": 28, "test": 28}
     assert test["n"] == 28 and test["labels"] == list(PAIR)
     assert test["accuracy"] >= 0.9
@@ -63,18 +68,26 @@ def test_run_folder_contents(trained_run, pair_dir):
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["classes"] == list(PAIR) and run.classes == list(PAIR)
-    assert manifest["backbone"] == "efficientnet_lite0" and manifest["weights"] == "imagenet"
-    assert manifest["mode"] == "head" and manifest["task"] == "binary" and manifest["positive"] is None
+    # one settings block: nothing repeated at the top level or in a second block
+    assert manifest["format"] == runs.MANIFEST_FORMAT
+    assert not {"backbone", "weights", "mode", "seed", "hyperparameters"} & set(manifest)
+    settings = manifest["settings"]
+    assert set(settings) == set(TrainSettings().recorded())
+    assert settings["backbone"] == "efficientnet_lite0" and settings["weights"] == "imagenet"
+    assert settings["mode"] == "head" and manifest["task"] == "binary" and manifest["positive"] is None
     pre = manifest["preprocessing"]
     assert pre["image_size"] == 224 and pre["resize"] == "rescale-crop" and pre["normalize"] == "backbone"
-    assert pre["mean"] == pytest.approx(imodels.default_preprocessing("efficientnet_lite0")["mean"])
-    hyper = manifest["hyperparameters"]
-    assert hyper["batch_size"] == 4  # the book's default, recorded as used
-    assert hyper["lr"] == TRAIN_SETTINGS["lr"] and hyper["epochs"] == TRAIN_SETTINGS["epochs"]
-    assert {"momentum", "step_size", "gamma", "dropout", "optimizer", "weight_decay", "select",
-            "patience", "augment"} <= set(hyper)
-    assert manifest["seed"] == 0
-    assert 1 <= manifest["best_epoch"] <= manifest["epochs_run"] == TRAIN_SETTINGS["epochs"]
+    assert pre["mean"] == pytest.approx(backbones.default_preprocessing("efficientnet_lite0")["mean"])
+    assert settings["batch_size"] == 4  # the book's default, recorded as used
+    assert settings["lr"] == TRAIN_SETTINGS["lr"] and settings["epochs"] == TRAIN_SETTINGS["epochs"]
+    assert settings["seed"] == 0
+    # read through the Run
+    loaded = runs.load_run(run_dir, model=False)
+    assert loaded.settings == TrainSettings.from_kwargs(**settings) and loaded.settings.mode == "head"
+    assert loaded.settings.image_size == 224 and loaded.preprocessing == pre
+    assert 1 <= loaded.best_epoch == manifest["best_epoch"] <= loaded.epochs_run == TRAIN_SETTINGS["epochs"]
+    # how the data was split: the book's train/val/test folders, not a seeded 80/10/10
+    assert manifest["dataset"]["split"] == {"method": "folders"}
     # the dataset fingerprint is that of the files used
     assert re.fullmatch(r"[0-9a-f]{64}", manifest["dataset"]["sha256"])
     assert manifest["dataset"]["sha256"] == fingerprint(load_dataset(pair_dir))[1]
@@ -125,7 +138,7 @@ def test_metrics_json_and_predictions(trained_run):
 
 def test_head_mode_leaves_backbone_untouched(trained_run):
     run_dir, _ = trained_run
-    model, _ = imodels.load_model(run_dir)
+    model, _ = runs.load_model(run_dir)
     fresh = imodels.build_model("efficientnet_lite0", 2, weights="imagenet")
     own, ref = model.backbone.state_dict(), fresh.backbone.state_dict()
     assert all(torch.equal(own[k], ref[k]) for k in ref)
@@ -140,7 +153,7 @@ def test_best_epoch_weights_are_a_true_copy(pair_dir, pair_df, tmp_path):
     out = tmp_path / "run"
     # a far too large learning rate makes the validation loss jump around, so patience stops the run
     run = quiet_train(pair_df, out, lr=2.0, epochs=12, patience=2, seed=0, **QUICK)
-    best, last = run.manifest["best_epoch"], run.manifest["epochs_run"]
+    best, last = run.best_epoch, run.epochs_run
     assert last < 12, "patience should have stopped the run early"
     assert best == last - 2
     history = run.history.set_index(["epoch", "phase"])
@@ -151,7 +164,7 @@ def test_best_epoch_weights_are_a_true_copy(pair_dir, pair_df, tmp_path):
     from imgasdata.images import load_image
     from imgasdata.transforms import build_transform, decode_size
 
-    model, manifest = imodels.load_model(out)
+    model, manifest = runs.load_model(out)
     pre = manifest["preprocessing"]
     tf = build_transform(pre)
     val = pair_df[pair_df["split"] == "val"]
@@ -168,7 +181,7 @@ def test_best_epoch_weights_are_a_true_copy(pair_dir, pair_df, tmp_path):
 def test_select_accuracy_picks_the_most_accurate_epoch(pair_df):
     run = quiet_train(pair_df, None, lr=1.0, epochs=6, select="accuracy", **QUICK)
     val = run.history[run.history["phase"] == "val"]
-    best = val[val["epoch"] == run.manifest["best_epoch"]].iloc[0]
+    best = val[val["epoch"] == run.best_epoch].iloc[0]
     assert best["accuracy"] == val["accuracy"].max()
     # ties on accuracy are broken by the lower loss
     assert best["loss"] == val.loc[val["accuracy"] == best["accuracy"], "loss"].min()
@@ -196,7 +209,7 @@ def test_batch_size_is_really_used(pair_df, monkeypatch):
         steps.clear()
         run = quiet_train(pair_df, None, batch_size=bs, epochs=2, lr=0.01, **QUICK)
         assert len(steps) == 2 * math.ceil(n_train / bs)
-        assert run.manifest["hyperparameters"]["batch_size"] == bs
+        assert run.settings.batch_size == bs
         histories[bs] = run.history
     assert not histories[1]["loss"].equals(histories[16]["loss"])
 
@@ -232,7 +245,56 @@ def test_no_test_images_warns_and_reports_val_only(tiny_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"] is None
     assert set(run.predictions["split"]) == {"val"}
     assert run.manifest["dataset"]["source"] is None  # a table, not a folder
+    assert run.manifest["dataset"]["split"] == {"method": "folders"}  # load_dataset's record travels with the table
 
+
+def test_train_takes_a_settings_object_and_keywords_on_top(pair_df):
+    s = TrainSettings(epochs=2, lr=0.01, seed=4, mode="head", device="cpu")
+    a = quiet_train(pair_df, None, settings=s, progress=False)
+    assert a.settings.epochs == 2 and a.settings.lr == 0.01 and a.settings.seed == 4
+    b = quiet_train(pair_df, None, progress=False, **QUICK_KW, epochs=2, lr=0.01, seed=4)
+    pd.testing.assert_frame_equal(a.history, b.history)  # the object and the keywords are one run
+    c = quiet_train(pair_df, None, settings=s, progress=False, epochs=3)  # a keyword overrides the object
+    assert c.epochs_run == 3 and c.settings.lr == 0.01
+    with pytest.raises(SettingsError, match="TrainSettings"):
+        train(pair_df, None, settings={"epochs": 2})
+    with pytest.raises(SettingsError, match="unknown setting"):
+        train(pair_df, None, settings=s, epoch=2)
+
+
+def test_out_holding_a_run_is_refused_unless_overwrite(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    quiet_train(tiny_dir, out, epochs=1, image_size=64, **QUICK)
+    notes = out / "notes.txt"
+    notes.write_text("my notes")  # a file the run did not write
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(UserError, match="already holds a run.*--overwrite"):
+        quiet_train(tiny_dir, out, epochs=1, image_size=64, **QUICK)
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp  # refused before any work
+    (out / "skipped.csv").write_text("path,error\nx,y\n")  # as if an earlier run had skipped files
+    run = quiet_train(tiny_dir, out, epochs=2, image_size=64, overwrite=True, **QUICK)
+    assert run.epochs_run == 2 and runs.load_run(out, model=False).epochs_run == 2
+    assert notes.read_text() == "my notes"  # only the run's own files were replaced
+    assert not (out / "skipped.csv").exists() and (out / "curves.png").is_file()
+
+
+def test_out_inside_the_data_folder_is_refused(tiny_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    with pytest.raises(UserError, match="inside the data folder"):
+        quiet_train(data, data / "run", epochs=1, image_size=64, **QUICK)
+    assert not (data / "run").exists()
+
+
+def test_manifest_records_a_seeded_split(tiny_dir, tmp_path):
+    flat = tmp_path / "flat"
+    for cls in PAIR:
+        shutil.copytree(tiny_dir / "train" / cls, flat / cls)
+        for split in ("val", "test"):
+            for f in (tiny_dir / split / cls).iterdir():
+                shutil.copy(f, flat / cls / f"{split}_{f.name}")
+    run = quiet_train(flat, None, epochs=1, image_size=64, seed=3, split=(0.6, 0.2, 0.2), **QUICK)
+    assert run.manifest["dataset"]["split"] == {"method": "seeded", "fractions": [0.6, 0.2, 0.2], "seed": 3}
 
 def test_adam_and_positive_class(pair_df):
     run = quiet_train(pair_df, None, epochs=2, optimizer="adam", positive="smileys_emotion", **QUICK)
@@ -304,9 +366,10 @@ def test_grid_marks_the_run_validation_chose():
     assert by_loss["chosen"].tolist() == [False, False, True]
     assert by_loss["test_accuracy"].isna().tolist() == [True, True, False]
     assert list(by_loss.columns[-2:]) == ["chosen", "run"]
-    by_accuracy = mark_chosen(table, "accuracy")
-    assert by_accuracy["chosen"].tolist() == [True, False, False]
-    assert by_accuracy.loc[0, "test_f1"] == 0.99
+    # a diverged run is never chosen, whatever its validation loss (the one rule: grid.rank)
+    diverged = mark_chosen(table.assign(diverged=[False, False, True]))
+    assert diverged["chosen"].tolist() == [False, True, False]
+    assert diverged.loc[1, "test_f1"] == 0.6
     assert table["test_accuracy"].notna().all()  # the caller's table is left as it was
 
 
@@ -327,9 +390,10 @@ def test_grid_results_and_resume(pair_dir, tmp_path, monkeypatch):
     run_dirs = [out / "lr=0.01_batch_size=8", out / "lr=0.001_batch_size=8"]
     assert table["run"].tolist() == [str(d) for d in run_dirs]
     for d in run_dirs:
-        manifest = json.loads((d / "manifest.json").read_text())
-        assert manifest["hyperparameters"]["batch_size"] == 8 and manifest["epochs_run"] == 2
-    assert manifest["hyperparameters"]["lr"] == 0.001
+        run = runs.load_run(d, model=False)
+        assert run.settings.batch_size == 8 and run.epochs_run == 2
+    assert run.settings.lr == 0.001
+    assert "diverged" in table and not table["diverged"].any()
     assert (out / "curves_loss.png").is_file() and (out / "curves_accuracy.png").is_file()
     mtimes = {d: (d / "model.safetensors").stat().st_mtime_ns for d in run_dirs}
 
@@ -370,9 +434,8 @@ def test_grid_resume_only_reuses_runs_made_with_the_same_settings(tiny_dir, tmp_
     assert manifest["preprocessing"]["image_size"] == 96
     stamp = model_file.stat().st_mtime_ns
     run_grid(image_size=96, mode="head")  # epochs left out means train()'s default, not the 2 on disk
-    manifest = json.loads((out / "lr=0.01" / "manifest.json").read_text())
     assert model_file.stat().st_mtime_ns != stamp
-    assert manifest["hyperparameters"]["epochs"] == 25
+    assert runs.load_run(out / "lr=0.01", model=False).settings.epochs == 25
 
 
 def test_grid_resume_redoes_incomplete_runs(pair_df, tmp_path):
@@ -404,16 +467,16 @@ def test_full_mode_one_epoch_on_cpu_with_unreadable_files(tiny_with_bad_files, t
     with pytest.warns(UserWarning, match="2 unreadable image"):
         run = train(tiny_with_bad_files, out, mode="full", epochs=1, image_size=64, batch_size=4,
                     device="cpu", progress=False, lr=0.01)
-    assert run.manifest["mode"] == "full" and run.manifest["epochs_run"] == 1
+    assert run.settings.mode == "full" and run.epochs_run == 1
     assert run.manifest["preprocessing"]["image_size"] == 64
-    assert run.manifest["hyperparameters"]["augment"] == ["crop", "flip"]
+    assert run.settings.augment == ("crop", "flip")
     assert run.manifest["dataset"]["n"] == {"train": 12, "val": 4, "test": 4}
     assert run.manifest["dataset"]["skipped"] == 2
     skipped = pd.read_csv(out / "skipped.csv")
     assert sorted(p.rsplit("/", 1)[-1] for p in skipped["path"]) == ["broken_download.png", "empty.jpg"]
     assert skipped["error"].str.len().gt(0).all()
     # every layer trained: the backbone moved away from the ImageNet weights
-    model, _ = imodels.load_model(out)
+    model, _ = runs.load_model(out)
     fresh = imodels.build_model("efficientnet_lite0", 2, weights="imagenet")
     moved = [k for k, v in fresh.backbone.state_dict().items()
              if v.dtype.is_floating_point and not torch.equal(v, model.backbone.state_dict()[k])]
@@ -446,3 +509,71 @@ def test_all_training_images_unreadable_is_a_clear_error(tmp_path, tiny_dir):
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="No readable train images left"):
             train(data, None, epochs=1, image_size=64, **QUICK)
+
+
+# ----------------------------------------------------------------------------- choosing from a grid
+
+
+def _history(train_loss, val_loss):
+    rows = []
+    for i, (t, v) in enumerate(zip(train_loss, val_loss), start=1):
+        rows += [{"epoch": i, "phase": "train", "loss": t, "accuracy": 0.5},
+                 {"epoch": i, "phase": "val", "loss": v, "accuracy": 0.5}]
+    return pd.DataFrame(rows)
+
+
+def test_diverged():
+    assert not diverged(_history([0.7, 0.5, 0.3], [0.6, 0.5, 0.4]))
+    assert diverged(_history([0.7, float("nan"), 0.3], [0.6, 0.5, 0.4]))  # not finite anywhere
+    assert diverged(_history([0.7, 0.5, 0.3], [0.6, float("inf"), 0.4]))
+    assert diverged(_history([0.7, 3.0, 9.0], [0.6, 0.5, 0.4]))  # ends above where it started
+    assert not diverged(_history([0.0, 0.0], [0.0, 0.0]))  # a loss of 0 is not divergence
+
+
+def _results(rows):
+    keys = ["lr", "best_epoch", "diverged", "val_loss", "val_accuracy", "val_f1"]
+    return pd.DataFrame([dict(zip(keys, r)) for r in rows])
+
+
+def test_rank_sets_aside_diverged_and_zero_loss_ties():
+    results = _results([
+        (0.5, 3, True, 0.01, 1.0, 1.0),     # lowest loss, but training diverged
+        (0.1, 2, False, 0.0, 1.0, 1.0),     # loss exactly 0 at accuracy 1.0, tied with the next
+        (0.01, 5, False, 0.05, 1.0, 1.0),
+        (0.001, 9, False, 0.2, 0.9, 0.9),
+    ])
+    ranked = rank(results)
+    assert ranked["lr"].tolist() == [0.01, 0.001, 0.1, 0.5]
+    assert ranked["set_aside"].tolist() == ["", "", "validation loss 0 tied at accuracy 1.0", "training diverged"]
+    assert choose(results)["lr"] == 0.01
+    # alone at accuracy 1.0, a zero loss is not a tie and may win
+    alone = _results([(0.1, 2, False, 0.0, 1.0, 1.0), (0.01, 5, False, 0.05, 0.95, 0.9)])
+    assert choose(alone)["lr"] == 0.1
+    # equal losses: higher F1 first, then grid order
+    ties = _results([(1, 1, False, 0.3, 0.8, 0.7), (2, 1, False, 0.3, 0.8, 0.8), (3, 1, False, 0.3, 0.8, 0.8)])
+    assert rank(ties)["lr"].tolist() == [2, 3, 1]
+    with pytest.warns(UserWarning, match="none of them can be trusted"):
+        assert choose(_results([(1, 1, True, 0.3, 0.8, 0.7), (2, 1, True, 0.2, 0.8, 0.7)]))["lr"] == 2
+
+
+def test_grid_curves_keep_a_loss_of_zero_visible(tmp_path):
+    """A run whose loss goes to 0 stays on the plot (a log axis would drop it)."""
+    import matplotlib.pyplot as plt
+
+    from imgasdata.plots import plot_grid_curves
+
+    rows = []
+    for lr, losses in ((0.1, [0.5, 0.0, 0.0]), (0.01, [0.7, 0.6, 0.5])):
+        d = tmp_path / f"lr={lr}"
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({"format": runs.MANIFEST_FORMAT, "best_epoch": 2}))
+        _history(losses, losses).to_csv(d / "history.csv", index=False)
+        rows.append({"lr": lr, "best_epoch": 2, "diverged": False, "run": str(d)})
+    fig = plot_grid_curves(pd.DataFrame(rows), "loss")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "symlog" and ax.get_ylim()[0] == 0
+    ys = ax.lines[0].get_ydata()
+    assert list(ys) == [0.5, 0.0, 0.0]
+    low, high = ax.get_ylim()
+    assert all(low <= y <= high for y in ys)
+    plt.close(fig)

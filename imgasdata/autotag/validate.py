@@ -139,21 +139,14 @@ def join_gold(tags, gold, concept, labels, min_confidence=0.0, match="auto"):
 
 
 def scores_from_counts(y_true, y_pred):
-    """Accuracy, precision, recall, F1 (scikit-learn; 0 where undefined) and the confusion matrix."""
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_score,
-        recall_score,
-    )
+    """Accuracy, precision, recall, F1 of the 1s (0 where undefined) and the confusion matrix ``[[TN, FP], [FN, TP]]``.
 
-    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
-    return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "precision": float(precision_score(y_true, y_pred, zero_division=0)),
-            "recall": float(recall_score(y_true, y_pred, zero_division=0)),
-            "f1": float(f1_score(y_true, y_pred, zero_division=0)),
-            "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist()}
+    The package's one scoring rule, :func:`imgasdata.metrics.classification_metrics`, on 0/1 labels.
+    """
+    from ..metrics import classification_metrics  # scikit-learn: imported when a tagger is scored
+
+    scores = classification_metrics(np.asarray(y_true, int), np.asarray(y_pred, int), labels=[0, 1], positive=1)
+    return {k: scores[k] for k in ("accuracy", "precision", "recall", "f1", "confusion_matrix")}
 
 
 def validate(tags, gold, concept, labels, min_confidence=0.0, n_boot=N_BOOT, level=LEVEL, seed=0, match="auto"):

@@ -423,11 +423,12 @@ def _cosine_pairs(emb, threshold, other=None, chunk=1024):
 def embed_files(paths, backbone="efficientnet_lite0", progress=True):
     """CNN embeddings of the pretrained backbone (ImageNet weights): ``(N x D array, errors)``.
 
-    Uses :func:`imgasdata.train.extract_features`; rows of unreadable files are NaN
+    Uses :func:`imgasdata.batches.extract_features`; rows of unreadable files are NaN
     and ``errors`` maps their positions to the reason.
     """
-    from ..models import build_model, default_preprocessing
-    from ..train import extract_features
+    from ..backbones import default_preprocessing
+    from ..batches import extract_features
+    from ..models import build_model
 
     model = build_model(backbone, num_classes=2)  # the backbone with its last layer removed
     feats, errors = extract_features(model.backbone, [str(p) for p in paths], default_preprocessing(backbone),
