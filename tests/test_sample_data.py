@@ -15,7 +15,7 @@ from PIL import Image
 from imgasdata import sample_data
 from imgasdata.sample_data import build_sample_data, summary
 
-SMALL = {"n_per_class": 20, "n_per_group": 10, "n_new": 6}
+SMALL = {"n_per_class": 20, "n_per_group": 10, "n_new": 6, "n_copies": 6}
 SLUGS = {"clock_faces", "flags", "fruit_vegetables", "hand_gestures", "hearts", "vehicles"}
 
 
@@ -51,7 +51,7 @@ def small(tmp_path_factory):
 
 def test_returns_paths_and_layout(small):
     out, paths = small
-    assert set(paths) == {"binary", "multiclass", "photos", "new_images"}
+    assert set(paths) == {"binary", "multiclass", "photos", "new_images", "leak_copies"}
     for name, path in paths.items():
         assert path == out / name and path.is_dir()
         assert (path / ".complete").is_file()
@@ -145,13 +145,13 @@ def test_new_images_disjoint_unlabelled_with_broken_file(small):
 def test_every_other_image_opens(small):
     out, _ = small
     images = [p for p in out.rglob("*") if p.suffix in {".png", ".jpg"} and p.name != "broken_download.jpg"]
-    assert len(images) == 40 + 60 + 6 + len(list((out / "photos").glob("*.jpg")))
+    assert len(images) == 40 + 60 + 6 + 6 + len(list((out / "photos").glob("*.jpg")))
     for path in images:
         with Image.open(path) as img:
             img.load()
             if path.suffix == ".png":
                 assert img.format == "PNG"
-                if path.parent.name != "new_images":  # those are resized on purpose
+                if path.parent.name != "new_images" and "leak_copies" not in path.parts:  # altered on purpose
                     assert img.size == (72, 72)
 
 
@@ -256,7 +256,9 @@ def test_summary(small):
     assert list(binary.split) == ["train", "train", "val", "val", "test", "test"]
     assert df[df.dataset == "multiclass"].n.sum() == 60
     assert df.set_index("dataset").loc["new_images", "n"] == 7  # 6 images + the broken file
-    assert list(df.dataset.unique()) == ["binary", "multiclass", "photos", "new_images"]
+    assert list(df.dataset.unique()) == ["binary", "multiclass", "photos", "new_images", "leak_copies"]
+    copies = df[df.dataset == "leak_copies"]
+    assert list(copies["class"]) == ["negative", "positive"] and list(copies.n) == [3, 3]
 
 
 def test_missing_package_is_a_clear_error(tmp_path, monkeypatch):
@@ -295,3 +297,23 @@ def test_unicode_categories_task(tmp_path):
     assert Counter(r["label"] for r in rows) == {slug: 10 for slug in sample_data.UNICODE_CATEGORIES.values()}
     assert Counter(r["split"] for r in rows) == {"train": 36, "val": 12, "test": 12}
     assert (folder / ".complete").is_file()
+
+
+def test_leak_copies_are_altered_copies_of_training_images(small):
+    out, _ = small
+    rows = _read_csv(out / "leak_copies" / "copies.csv")
+    assert list(rows[0]) == ["path", "label", "original", "transform"]
+    assert Counter(r["label"] for r in rows) == {"negative": 3, "positive": 3}
+    assert Counter(r["transform"] for r in rows) == {"jpeg70": 2, "resize50": 2, "crop5": 2}
+    assert sorted(r["path"] for r in rows) == [f for f in _files(out / "leak_copies") if f != "copies.csv"]
+    binary_hashes = {_sha(p) for p in (out / "binary").rglob("*.png")}
+    for r in rows:
+        original = out / "binary" / r["original"]
+        assert original.is_file() and r["original"].startswith(f"train/{r['label']}/")  # always a training image
+        copy = out / "leak_copies" / r["path"]
+        assert _sha(copy) not in binary_hashes  # altered: a byte comparison would not find it
+        with Image.open(copy) as img, Image.open(original) as orig:
+            expected = {"jpeg70": (72, 72), "resize50": (36, 36), "crop5": (64, 64)}[r["transform"]]
+            assert img.size == expected and orig.size == (72, 72)
+            assert img.format == ("JPEG" if r["transform"] == "jpeg70" else "PNG")
+    assert len({r["original"] for r in rows}) == 6  # one copy per original
