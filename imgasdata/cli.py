@@ -170,10 +170,12 @@ def build_parser():
 
     # The chapters with several commands declare them next to their code.
     from .autotag.commands import add_commands as add_autotag_commands
+    from .labelling.commands import add_commands as add_labelling_commands
     from .prepare.commands import add_commands as add_prepare_commands
 
     add_prepare_commands(sub)
     add_autotag_commands(sub)
+    add_labelling_commands(sub)
     return parser
 
 
