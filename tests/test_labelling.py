@@ -67,7 +67,7 @@ def test_rank_refuses_an_unknown_strategy_in_one_sentence():
 def test_suggest_ranks_a_real_pool_and_writes_the_sheet(tiny_dir, tmp_path, capsys, bad_image):
     pool = tmp_path / "pool"
     shutil.copytree(tiny_dir / "train", pool)
-    broken = bad_image("truncated", pool / "food_drink", "zz_broken.png")
+    broken = bad_image("corrupt", pool / "food_drink", "zz_broken.png")
     labelled = sorted((pool / "food_drink").glob("*.png"))[:2] + sorted((pool / "smileys_emotion").glob("*.png"))[:2]
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"path": [p.relative_to(tmp_path).as_posix() for p in labelled],
@@ -126,13 +126,13 @@ def test_find_issues_finds_most_planted_flips_with_few_false_alarms():
     assert found["quality"].to_numpy()[flipped].mean() < found["quality"].drop(flipped).mean() - 0.3
 
 
-def test_label_issues_on_real_images_with_planted_errors_and_votes(pair_dir, tmp_path, capsys):
-    files = sorted(pair_dir.rglob("*.png"))
+def test_label_issues_on_real_images_with_planted_errors_and_votes(sample_data, tmp_path, capsys):
+    files = sorted(sample_data["multiclass"].rglob("*.png"))  # six visual groups, 24 images each
     truth = [f.parent.name for f in files]
-    other = {"food_drink": "smileys_emotion", "smileys_emotion": "food_drink"}
+    classes = sorted(set(truth))
     rng = np.random.default_rng(1)
     flipped = set(rng.choice(len(files), size=len(files) // 10, replace=False).tolist())
-    given = [other[t] if i in flipped else t for i, t in enumerate(truth)]
+    given = [classes[(classes.index(t) + 1) % len(classes)] if i in flipped else t for i, t in enumerate(truth)]
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"image": [str(f) for f in files], "label": given}).to_csv(labels, index=False)
     sheet = tmp_path / "sheet.csv"
@@ -148,8 +148,7 @@ def test_label_issues_on_real_images_with_planted_errors_and_votes(pair_dir, tmp
     assert len(flagged & planted) / len(planted) >= 0.6
     assert len(flagged & planted) / max(len(flagged), 1) >= 0.5
     first = df.iloc[0]
-    assert first["votes"] == ", ".join([truth[files.index(__import__("pathlib").Path(first["path"]))],
-                                        first["given"]])
+    assert first["votes"] == ", ".join([truth[[str(f) for f in files].index(first["path"])], first["given"]])
 
 
 def test_label_issues_needs_enough_images_per_fold(tiny_dir, tmp_path, capsys):

@@ -42,7 +42,7 @@ def path_column(df, source):
 def resolve(paths, base):
     """Relative paths taken from ``base`` (a CSV's folder), as absolute path strings."""
     base = Path(base)
-    return [str(p) if Path(p).is_absolute() else os.path.normpath(base / p) for p in paths]
+    return [str(p) if Path(p).is_absolute() else os.path.abspath(base / p) for p in paths]
 
 
 def read_labels(labels, label_column="label"):
