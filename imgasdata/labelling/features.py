@@ -26,19 +26,55 @@ def _backbone(backbone, weights):
     return build_model(backbone, 2, weights).backbone.eval(), default_preprocessing(backbone)
 
 
+#: Features already computed in this process, per image: ``(backbone, weights, file stamp) -> vector``.
+#: ``batches.feature_cache`` keys whole image lists; this per-image layer lets a later call on another
+#: list (the pool of the next round, a subset for label issues) reuse every image it shares.
+_per_image = {}
+MAX_IMAGES = 100_000  # about 0.5 GB of 1280-d features
+
+
 def embed(paths, backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", progress=True):
     """Backbone features of ``paths``. Returns ``(features, errors)``.
 
     ``features`` is an ``N x D`` float32 array whose rows of unreadable images are NaN;
-    ``errors`` maps positions in ``paths`` to the reason an image could not be read.
+    ``errors`` maps positions in ``paths`` to the reason an image could not be read (unreadable
+    images are tried again on every call, so a repaired file is picked up).
     """
-    from ..batches import feature_cache
+    from ..batches import feature_cache, file_stamp
+    from ..errors import DataError
     from ..models import pick_device
 
-    module, pre = _backbone(backbone, str(weights))
-    feats, errors = feature_cache.features(module, backbone, str(weights), [str(p) for p in paths], pre,
-                                           pick_device(device), progress)
-    return feats.numpy().astype(np.float32), dict(errors)
+    paths = [str(p) for p in paths]
+    keys = [(backbone, str(weights), file_stamp(p)) for p in paths]
+    todo = [i for i, k in enumerate(keys) if k not in _per_image]
+    errors = {}
+    if todo:
+        from ..images import check_images
+
+        module, pre = _backbone(backbone, str(weights))
+        try:
+            feats, errs = feature_cache.features(module, backbone, str(weights), [paths[i] for i in todo], pre,
+                                                 pick_device(device), progress)
+        except DataError:
+            if len(todo) == len(paths):
+                raise
+            # every image not seen before is unreadable, the others are known: rows with reasons
+            checked = check_images([paths[i] for i in todo], progress=False)["error"]
+            errs = {j: msg or f"{paths[todo[j]]}: could not be read" for j, msg in enumerate(checked)}
+        errors = {todo[j]: msg for j, msg in errs.items()}
+        for j, i in enumerate(todo):
+            if j not in errs:
+                if len(_per_image) >= MAX_IMAGES:
+                    _per_image.pop(next(iter(_per_image)))
+                _per_image[keys[i]] = feats[j].numpy().astype(np.float32)
+    if len(errors) == len(paths):
+        raise DataError(f"None of the {len(paths)} images could be read; first error: {errors[0]}")
+    dim = len(next(_per_image[k] for i, k in enumerate(keys) if i not in errors))
+    out = np.full((len(paths), dim), np.nan, dtype=np.float32)
+    for i, k in enumerate(keys):
+        if i not in errors:
+            out[i] = _per_image[k]
+    return out, errors
 
 
 def head(seed=0, C=1.0):
