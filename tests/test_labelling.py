@@ -154,6 +154,7 @@ def test_label_issues_on_real_images_with_planted_errors_and_votes(sample_data, 
 def test_label_issues_needs_enough_images_per_fold(tiny_dir, tmp_path, capsys):
     code, _, err = run_cli(capsys, "label-issues", tiny_dir / "val", "--out", tmp_path / "i.csv", "--folds", 5)
     assert_one_line_error(code, err, "label-issues")
+    assert "has only 2 image(s); 5 folds need at least 5 per class" in err
 
 
 # ------------------------------------------------------------------ estimate

@@ -24,13 +24,19 @@ COLUMNS = ["path", "given", "suggested", "quality", "is_issue", "error"]
 
 
 def read_data(data, label_column="label"):
-    """``path, label`` rows of a dataset folder (any layout ``train`` accepts, every split) or a labels CSV."""
-    from ..datasets import load_dataset
+    """``path, label`` rows of a dataset folder (the layouts ``train`` accepts, every split) or a labels CSV.
+
+    Folders are read as they are, without splitting: the book's ``train/val/test/<class>/``
+    layout (all three splits) or one sub-folder per class.
+    """
+    from ..datasets import SPLITS, read_class_folders
     from .tables import read_labels
 
     data_path = Path(data) if not isinstance(data, pd.DataFrame) else None
     if data_path is not None and data_path.is_dir():
-        return load_dataset(data_path)[["path", "label"]]
+        splits = [data_path / s for s in SPLITS if (data_path / s).is_dir()]
+        parts = [read_class_folders(folder) for folder in splits or [data_path]]
+        return pd.concat(parts, ignore_index=True)[["path", "label"]]
     if data_path is not None and not data_path.exists():
         raise MissingFileError(f"Data folder or labels CSV not found: {data}")
     df = read_labels(data, label_column)
