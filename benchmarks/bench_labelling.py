@@ -75,7 +75,7 @@ def f1(y_true, y_pred, classes):
 
 def learning_curves(X, y, test, budget, step, seeds, start=None):
     """Test F1 after each round of ``step`` labels, per strategy and seed: a long table."""
-    from imgasdata.labelling.features import head
+    from imgasdata.labelling.features import head, one_thread
     from imgasdata.labelling.suggest import STRATEGIES, cold_start, rank
 
     classes = sorted(set(y))
@@ -88,8 +88,9 @@ def learning_curves(X, y, test, budget, step, seeds, start=None):
             labelled = list(first)
             while True:
                 if cold_start(y[labelled]) is None:
-                    model = head(seed).fit(X[labelled], y[labelled])
-                    score = f1(y[test], model.predict(X[test]), classes)
+                    with one_thread():
+                        model = head(seed).fit(X[labelled], y[labelled])
+                        score = f1(y[test], model.predict(X[test]), classes)
                 else:
                     score = np.nan
                 rows.append({"strategy": name, "seed": seed, "labels": len(labelled), "f1": score})

@@ -46,6 +46,19 @@ def read_data(data, label_column="label"):
     return df
 
 
+def check_folds(labels, folds):
+    """The sorted classes of ``labels``, after checking that ``folds`` stratified folds can be made."""
+    counts = pd.Series([str(v) for v in labels]).value_counts()
+    if len(counts) < 2:
+        raise DataError(f"Label issues need at least two classes; found {len(counts)}")
+    if int(folds) < 2:
+        raise SettingsError(f"folds must be at least 2, got {folds}")
+    if counts.min() < int(folds):
+        raise DataError(f"Class {counts.idxmin()!r} has only {counts.min()} image(s); {folds} folds need at "
+                        f"least {folds} per class (use a smaller --folds)")
+    return sorted(counts.index)
+
+
 def find_issues(features, labels, folds=5, seed=0):
     """Out-of-fold probabilities and cleanlab's verdict for labelled feature rows. Returns a DataFrame.
 
@@ -57,21 +70,15 @@ def find_issues(features, labels, folds=5, seed=0):
     from cleanlab.rank import get_label_quality_scores
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from .features import head
+    from .features import head, one_thread
 
     labels = pd.Series([str(v) for v in labels])
-    counts = labels.value_counts()
-    if len(counts) < 2:
-        raise DataError(f"Label issues need at least two classes; found {len(counts)}")
-    if int(folds) < 2:
-        raise SettingsError(f"folds must be at least 2, got {folds}")
-    if counts.min() < int(folds):
-        raise DataError(f"Class {counts.idxmin()!r} has only {counts.min()} image(s); {folds} folds need at "
-                        f"least {folds} per class (use a smaller --folds)")
-    classes = sorted(counts.index)
+    classes = check_folds(labels, folds)
     y = labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
     cv = StratifiedKFold(int(folds), shuffle=True, random_state=seed)
-    probs = cross_val_predict(head(seed), np.asarray(features, dtype=np.float64), y, cv=cv, method="predict_proba")
+    with one_thread():
+        probs = cross_val_predict(head(seed), np.asarray(features, dtype=np.float64), y, cv=cv,
+                                  method="predict_proba")
     issue = find_label_issues(y, probs)
     quality = get_label_quality_scores(y, probs, method="self_confidence")
     return pd.DataFrame({"given": labels.to_numpy(), "suggested": [classes[i] for i in probs.argmax(1)],
@@ -91,6 +98,7 @@ def label_issues(data, folds=5, label_column="label", sheet=None, seed=0, backbo
     from .features import embed
 
     df = read_data(data, label_column).reset_index(drop=True)
+    check_folds(df["label"], folds)  # before the features, which take a while
     feats, errors = embed(list(df["path"]), backbone, weights, device, progress)
     ok = np.array([i not in errors for i in range(len(df))])
     found = find_issues(feats[ok], df.loc[ok, "label"], folds, seed)

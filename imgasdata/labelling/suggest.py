@@ -156,18 +156,19 @@ def rank(pool, labelled=None, labels=(), n=None, strategy="hybrid", seed=0):
     n = len(pool) if n is None else min(int(n), len(pool))
     if n < 1:
         raise SettingsError("n must be at least 1")
+    from .features import head, one_thread
+
     rng = np.random.default_rng(seed)
     chosen = STRATEGIES[strategy]
     probs, classes = None, []
-    if cold_start(labels) is None:
-        from .features import head
-
-        model = head(seed).fit(labelled, labels)
-        probs, classes = model.predict_proba(pool), list(model.classes_)
-    elif chosen.uses_model:
-        chosen = STRATEGIES["diverse"]
-    z_pool, z_lab = _reduce(pool, labelled, seed) if chosen.uses_embeddings else (pool, labelled)
-    order, score = chosen.pick(n, z_pool, z_lab, probs, rng)
+    with one_thread():
+        if cold_start(labels) is None:
+            model = head(seed).fit(labelled, labels)
+            probs, classes = model.predict_proba(pool), list(model.classes_)
+        elif chosen.uses_model:
+            chosen = STRATEGIES["diverse"]
+        z_pool, z_lab = _reduce(pool, labelled, seed) if chosen.uses_embeddings else (pool, labelled)
+        order, score = chosen.pick(n, z_pool, z_lab, probs, rng)
     out = pd.DataFrame({"position": order, "rank": np.arange(1, len(order) + 1), "strategy": chosen.name})
     if probs is not None:
         out["predicted"] = [classes[i] for i in probs[order].argmax(1)]
