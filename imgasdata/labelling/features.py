@@ -89,7 +89,13 @@ def one_thread():
     return threadpool_limits(limits=1)
 
 
-def head(seed=0, C=1.0):
+#: Inverse strength of the head's L2 penalty. Strong, because a few dozen labels face 1280
+#: features: on the sample data's planted label errors (benchmarks/bench_labelling.py), C=0.01
+#: raised label-issues' precision from 0.48 to 0.62 (binary) at the same recall as C=1.
+C = 0.01
+
+
+def head(seed=0, C=C):
     """The classifier fitted on features: standardised inputs, multinomial logistic regression.
 
     Standardising puts every backbone's features on one scale, so one ``C`` suits them all.
