@@ -80,8 +80,10 @@ def ppi_mean(f_all, f_gold, y_gold, level=0.95):
 
 def _solve(confusion, shares):
     """True shares from predicted ``shares`` and ``confusion[..., j, k] = P(pred j | true k)``; NaN where singular."""
-    det = np.linalg.det(confusion)
-    ok = np.isfinite(det) & (np.abs(det) > 1e-9)
+    finite = np.isfinite(confusion).all(axis=(-2, -1))  # a class absent from a (bootstrap) gold sample
+    det = np.zeros(finite.shape)
+    det[finite] = np.linalg.det(confusion[finite])
+    ok = finite & (np.abs(det) > 1e-9)
     out = np.full(shares.shape, np.nan)
     if ok.any():
         out[ok] = np.linalg.solve(confusion[ok], shares[ok][..., None])[..., 0]
