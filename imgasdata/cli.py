@@ -2,7 +2,8 @@
 
 Commands: train, grid, evaluate, predict, check, sample-data, notebooks, and the
 chapter commands (preparing: dedup, clean, labels, agreement, split; autotagging:
-autotag, validate-tags), declared next to their code.
+autotag, validate-tags; labelling well: suggest, label-issues, estimate), declared
+next to their code.
 
 Mistakes a user can make (a missing folder, one class only, an unknown
 backbone, a refused weights file) raise :class:`~imgasdata.errors.UserError` and
