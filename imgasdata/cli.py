@@ -2,7 +2,8 @@
 
 Commands: train, grid, evaluate, errors, predict, check, sample-data, notebooks, and the
 chapter commands (preparing: dedup, clean, labels, agreement, split; autotagging:
-autotag, validate-tags), declared next to their code.
+autotag, validate-tags; labelling well: suggest, label-issues, estimate), declared
+next to their code.
 
 Mistakes a user can make (a missing folder, one class only, an unknown
 backbone, a refused weights file) raise :class:`~imgasdata.errors.UserError` and
@@ -281,10 +282,12 @@ def build_parser():
 
     # The chapters with several commands declare them next to their code.
     from .autotag.commands import add_commands as add_autotag_commands
+    from .labelling.commands import add_commands as add_labelling_commands
     from .prepare.commands import add_commands as add_prepare_commands
 
     add_prepare_commands(sub)
     add_autotag_commands(sub)
+    add_labelling_commands(sub)
     return parser
 
 

@@ -17,7 +17,7 @@ NOTEBOOKS = find_notebooks(Path(__file__).resolve().parents[1] / "notebooks")
 
 
 def test_the_numbered_notebooks_are_there():
-    assert [p.name.split("_")[0] for p in NOTEBOOKS] == ["00", "00b", "01", "02", "03", "04", "05"]
+    assert [p.name.split("_")[0] for p in NOTEBOOKS] == ["00", "00b", "01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
