@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 #: Sizes for the sample data (the visual multiclass groups have 24 emoji at most).
-SAMPLE_SIZES = {"n_per_class": 20, "n_per_group": 24, "n_new": 6}
+SAMPLE_SIZES = {"n_per_class": 20, "n_per_group": 24, "n_new": 6, "n_copies": 10}
 #: Emoji per Unicode category in the two-class task: 70 gives a 84/28/28 split (60/20/20).
 PAIR_SIZE = 70
 PAIR = ("food_drink", "smileys_emotion")
