@@ -116,21 +116,28 @@ def _reusable(run_dir, resolved, dataset_sha256):
             and run_settings(manifest).recorded() == resolved.recorded())
 
 
-def diverged(history):
-    """True when training went wrong: a loss that is not finite, or a last training loss above the first."""
+def diverged(history, n_classes=2):
+    """True when training failed: a loss that is not finite, or a training loss after the
+    first epoch above the loss of guessing (ln ``n_classes``) or, at the end, above the first's.
+
+    A model that learns never does worse than a coin flip on the images it trains on, so a
+    training loss above ln K after the first epoch means the updates overshoot (a learning
+    rate far too large), however its kept epoch happened to score on validation.
+    """
     if not len(history):
         return False
     if not all(math.isfinite(v) for v in history["loss"]):
         return True
     train_loss = history.loc[history["phase"] == "train", "loss"].to_list()
-    return len(train_loss) > 1 and train_loss[-1] > train_loss[0]
+    above_guessing = any(v > math.log(max(n_classes, 2)) for v in train_loss[1:])
+    return len(train_loss) > 1 and (above_guessing or train_loss[-1] > train_loss[0])
 
 
 def _row(params, run, run_dir):
     history, manifest, metrics = run.history, run.manifest, run.metrics
     best_val = history[(history["phase"] == "val") & (history["epoch"] == run.best_epoch)].iloc[0]
     row = dict(params)
-    row.update(best_epoch=run.best_epoch, epochs_run=run.epochs_run, diverged=diverged(history),
+    row.update(best_epoch=run.best_epoch, epochs_run=run.epochs_run, diverged=diverged(history, len(run.classes)),
                val_loss=round(float(best_val["loss"]), 4))
     for split in ("val", "test"):
         for k in ("accuracy", "precision", "recall", "f1"):

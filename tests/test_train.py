@@ -528,6 +528,8 @@ def test_diverged():
     assert diverged(_history([0.7, 0.5, 0.3], [0.6, float("inf"), 0.4]))
     assert diverged(_history([0.7, 3.0, 9.0], [0.6, 0.5, 0.4]))  # ends above where it started
     assert not diverged(_history([0.0, 0.0], [0.0, 0.0]))  # a loss of 0 is not divergence
+    assert diverged(_history([0.6, 0.9, 0.1], [0.6, 0.5, 0.4]))  # above guessing (ln 2) after epoch 1
+    assert not diverged(_history([1.5, 0.9, 0.5], [0.6, 0.5, 0.4]), n_classes=6)  # ln 6 = 1.79
 
 
 def _results(rows):
