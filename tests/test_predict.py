@@ -13,7 +13,9 @@ import pytest
 import imgasdata.batches as ibatches
 from conftest import PAIR, make_image_file
 from imgasdata.models import load_model
-from imgasdata.predict import expand_inputs, imagenet_labels, predict
+from imgasdata.autotag.local import imagenet_labels
+from imgasdata.images import expand_inputs
+from imgasdata.predict import predict
 from imgasdata.train import evaluate
 
 PROB_COLUMNS = [f"prob_{c}" for c in PAIR]
