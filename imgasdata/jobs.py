@@ -157,9 +157,8 @@ def rows_or_errors(worker, paths, columns, name="job"):
     return _checked(_clean(rows), paths, name)
 
 
-def _in_process(job, paths, threads=None):
-    """Rows of ``paths`` batch by batch in this process (the job's own batching and prefetching)."""
-    worker = job.worker(threads)
+def _in_process(job, worker, paths):
+    """Rows of ``paths`` batch by batch from ``worker`` in this process (the job's own batching and prefetching)."""
     start = 0
     while start < len(paths):
         rest = paths[start:]
@@ -238,7 +237,8 @@ def job_rows(job, paths, engine="local", workers=None, address=None):
         return _on_ray(job, paths, workers, address)
     if workers and workers > 1 and len(paths) > job.chunk_size:
         return _in_pool(job, paths, min(workers, math.ceil(len(paths) / job.chunk_size)))
-    return _in_process(job, paths)
+    # the model is loaded here, before any progress bar or output: a refused weights file is one sentence
+    return _in_process(job, job.worker(), paths)
 
 
 # --------------------------------------------------------------------------- the output and its record
@@ -422,19 +422,20 @@ def run_job(job, inputs, out_csv=None, resume=False, retry_errors=False, engine=
     paths = expand_inputs(inputs)
     out = Output(out_csv, job, resume, retry_errors) if out_csv is not None else None
     todo = [p for p in paths if out is None or path_key(p) not in out.done]
+    batches = job_rows(job, todo, engine, workers, address)
     bar = progress_bar(total=len(todo), desc=desc or job.name, unit="img", enabled=progress)
     rows = []
     try:
         if out is not None:
             with out:
                 position = 0
-                for batch in job_rows(job, todo, engine, workers, address):
+                for batch in batches:
                     n = len(_keys_in(batch))
                     out.write(batch, [path_key(p) for p in todo[position:position + n]])
                     position += n
                     bar.update(n)
         else:
-            for batch in job_rows(job, todo, engine, workers, address):
+            for batch in batches:
                 rows += batch
                 bar.update(len(_keys_in(batch)))
     finally:
