@@ -452,8 +452,11 @@ def run_job(job, inputs, out_csv=None, resume=False, retry_errors=False, engine=
 # --------------------------------------------------------------------------- shared command-line options
 
 
-def add_engine_options(parser, what="the job"):
-    """``--engine``, ``--address`` and ``--workers``: the same names, choices and meaning for every job."""
+def add_engine_options(parser, what="the job", local_workers="1, this process, decoding in half the CPU cores' threads"):
+    """``--engine``, ``--address`` and ``--workers``: the same names, choices and meaning for every job.
+
+    ``local_workers`` says what ``--workers`` defaults to on this machine, for the help.
+    """
     parser.add_argument("--engine", default="local", choices=[*ENGINES, *ENGINE_ALIASES],
                         help=f"local: run {what} on this machine (default; torch is the same); ray: on a Ray "
                              "cluster (pip install \"imgasdata[ray]\"), the same table")
@@ -461,8 +464,8 @@ def add_engine_options(parser, what="the job"):
                         help="ray: the cluster to join, e.g. auto on a cluster node or ray://HEAD:10001 "
                              "(default: RAY_ADDRESS, else a local Ray on this machine)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes, each loading the model once (local default: 1, this process, "
-                             "decoding in half the CPU cores' threads; ray default: one per CPU of the cluster)")
+                        help=f"worker processes, each loading the model once (local default: {local_workers}; "
+                             "ray default: one per CPU of the cluster)")
 
 
 def add_device_option(parser):

@@ -127,7 +127,7 @@ def add_commands(sub):
                                    "(default: .imgasdata-hashes.sqlite next to --out)")
     p.add_argument("--no-cache", action="store_true", help="hash every file again and keep no cache")
     p.add_argument("--backbone", default="efficientnet_lite0", help="backbone of --method cnn")
-    add_engine_options(p, "the hashing")
+    add_engine_options(p, "the hashing", local_workers="2 for the hashes, whose work is decoding; 1 for cnn")
     p.set_defaults(func=_dedup_threshold(cmd_dedup))
 
     p = sub.add_parser("clean", help="report small, unreadable, extreme or blank images (one row per file)")
