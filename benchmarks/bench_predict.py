@@ -76,7 +76,7 @@ def parse_args(argv=None):
     p.add_argument("--min-side", type=int, default=2000, help="long side of the smallest large JPEG (px)")
     p.add_argument("--max-side", type=int, default=3000, help="long side of the largest large JPEG (px)")
     p.add_argument("--batch-size", type=int, default=32, help="as predict's default")
-    p.add_argument("--workers", type=int, default=2, help="predict's decoding threads (its default: 2)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads of the decode-only rows (predict's own default on 2 cores: 2)")
     p.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; the best is reported")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for the whole benchmark (default: torch's own choice)")
@@ -189,8 +189,8 @@ def run_predict(run_dir, paths, csv_path, batch_size, workers):
     timer = Timer()
     with patched(P, load_model=timer.wrap("load_model", P.load_model)):
         t = time.perf_counter()
-        out = P.predict(run_dir, paths, out_csv=csv_path, batch_size=batch_size, workers=workers,
-                        device="cpu", progress=False)
+        # predict's workers are processes; its one process decodes in threads by default (2 here)
+        out = P.predict(run_dir, paths, out_csv=csv_path, batch_size=batch_size, device="cpu", progress=False)
         total = time.perf_counter() - t
     errors = int((out["error"] != "").sum())
     if errors:

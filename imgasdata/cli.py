@@ -114,7 +114,7 @@ def cmd_predict(a):
         paths = [f for f in files if path_key(f) not in excluded]
         print(f"{len(files) - len(paths)} image(s) left out by --exclude")
     df = predict(a.run, paths, a.out, batch_size=a.batch_size, resume=a.resume, device=a.device,
-                 workers=a.workers, engine=a.engine, address=a.address)
+                 workers=a.workers, engine=a.engine, address=a.address, retry_errors=a.retry_errors)
     failed = int((df["error"] != "").sum())
     print(f"{len(df)} rows in {a.out} ({failed} unreadable file(s))")
     print(df.loc[df["error"] == "", "label"].value_counts().to_string())
@@ -203,12 +203,14 @@ def build_parser():
     p.add_argument("--no-resume", action="store_true", help="retrain combinations that are already done")
     p.set_defaults(func=cmd_grid)
 
+    from .jobs import add_batch_size_option, add_device_option, add_engine_options, add_resume_options
+
     p = sub.add_parser("evaluate", help="score a saved run on a folder of labelled images")
     p.add_argument("run")
     p.add_argument("data", help="folder with one sub-folder per class, e.g. DATA/test")
     p.add_argument("--out", help="write the metrics JSON here (and predictions next to it)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
+    add_batch_size_option(p)
+    add_device_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("errors", help="the mistakes of a saved run on labelled images: list, gallery, Grad-CAM")
@@ -217,27 +219,20 @@ def build_parser():
     p.add_argument("--out", required=True,
                    help="folder for errors.csv, gallery.png and gradcam/ (not among the images)")
     p.add_argument("--n", type=int, default=12, help="Grad-CAM pictures for this many most confident mistakes")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
+    add_batch_size_option(p)
+    add_device_option(p)
     p.set_defaults(func=cmd_errors)
 
     p = sub.add_parser("predict", help="label new images with a saved run into a CSV")
     p.add_argument("run")
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--out", required=True, help="CSV to write: path, label, prob_<class>..., error")
-    p.add_argument("--resume", action="store_true", help="skip paths already in --out")
+    add_resume_options(p, default_resume=False)
     p.add_argument("--exclude", nargs="+", metavar="REPORT",
                    help="report(s) of imgasdata check, clean or dedup: leave out the files they mark")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None,
-                   help="torch engine: threads decoding images (default: half the CPU cores, at least 2); "
-                        "ray engine: worker processes, each loading the run once (default: one per CPU)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--engine", choices=["torch", "ray"], default="torch",
-                   help="torch: this machine (default); ray: a Ray cluster (pip install \"imgasdata[ray]\")")
-    p.add_argument("--address", default=None,
-                   help="ray engine: the cluster to join, e.g. 'auto' on a cluster node or ray://HEAD:10001 "
-                        "(default: RAY_ADDRESS, else a local Ray on this machine)")
+    add_batch_size_option(p)
+    add_device_option(p)
+    add_engine_options(p, "the run")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("check", help="try to open every image and report the unreadable ones")

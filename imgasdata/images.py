@@ -62,10 +62,14 @@ def list_images(folder, extensions=IMAGE_EXTENSIONS, recursive=True):
 def expand_inputs(inputs, extensions=IMAGE_EXTENSIONS):
     """Files and folders to a sorted, de-duplicated list of paths (folders searched recursively).
 
-    The one place that turns what a user names into the list of files to work on.
-    A path that does not exist, a broken link or an unreadable file is kept, so it
-    gets an error row instead of vanishing.
+    The one place that turns what a user names into the list of files to work on (every
+    job of :func:`imgasdata.jobs.run_job` takes its paths from here). A path that does not
+    exist, a broken link or an unreadable file is kept, so it gets an error row instead of
+    vanishing. A file named twice, also once relatively and once absolutely, is listed once
+    (the first spelling; :func:`imgasdata.paths.path_key`).
     """
+    from .paths import path_key
+
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     out = []
@@ -73,7 +77,7 @@ def expand_inputs(inputs, extensions=IMAGE_EXTENSIONS):
         item = Path(item)
         out += list_images(item, extensions) if item.is_dir() else [item]
     seen = set()
-    return [p for p in out if not (str(p) in seen or seen.add(str(p)))]
+    return [p for p in out if not (path_key(p) in seen or seen.add(path_key(p)))]
 
 
 def list_other_files(folder, extensions=IMAGE_EXTENSIONS):

@@ -8,197 +8,105 @@ be resumed after an interruption with ``resume=True``.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import hashlib
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from .backbones import DEFAULT_BACKBONE, default_preprocessing, imagenet_classes
-from .batches import decode_threads, for_inference, forward, load_batches
-from .csv_rows import CsvRows
-from .datasets import SPLITS, load_dataset, read_class_folders
 from .errors import DataError, SettingsError
-from .images import expand_inputs
-from .models import imagenet_model, pick_device
-from .progress import progress as progress_bar
-from .runs import load_model
-from .transforms import build_transform, decode_size
-
-ENGINES = ("torch", "ray")
+from .jobs import Job, run_job
+from .runs import OTHER_WEIGHTS, WEIGHTS, load_model, read_manifest
 
 
-class Labeller:
-    """A loaded run as a function from image paths to CSV rows: what :func:`predict` runs, on one machine or many.
+def _weights_sha256(run):
+    """SHA-256 of a run's weights: of its weights file, or of the tensors of a ``(model, manifest)`` pair."""
+    digest = hashlib.sha256()
+    if isinstance(run, tuple):
+        for name, tensor in sorted(run[0].state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+    run = Path(run)
+    weights = next((run / n for n in (WEIGHTS, *OTHER_WEIGHTS) if (run / n).is_file()), None)
+    if weights is None:
+        return None  # load_model says so in one sentence
+    with open(weights, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    Calling it on a list of paths returns one row per path, in order —
-    ``[path, label, prob_<class>..., error]`` — with an empty label and the reason in
-    ``error`` for a file that cannot be read. :meth:`batches` yields the rows batch by
-    batch, decoding the next batch while the model works on this one.
+
+class PredictJob(Job):
+    """Labelling with a saved run, as a job of :func:`imgasdata.jobs.run_job`.
+
+    Rows: ``[path, label, prob_<class>..., error]``, one per image; an unreadable file has an
+    empty label and the reason in ``error``. The identity is the weights' SHA-256 and the
+    classes, so a resumed CSV never mixes two models' labels.
     """
 
-    def __init__(self, run, device="auto", batch_size=32, workers=None):
-        model, manifest = load_model(run, device="cpu") if not isinstance(run, tuple) else run
-        self.device = pick_device(device)
-        self.model = for_inference(model, self.device)
+    name = "predict"
+    owner = "this model's"
+
+    def __init__(self, run, device="auto", batch_size=32):
+        if int(batch_size) < 1:
+            raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
+        self.run = run if isinstance(run, tuple) else str(run)
+        manifest = run[1] if isinstance(run, tuple) else read_manifest(Path(run))
         self.classes = list(manifest["classes"])
-        self.pre = manifest["preprocessing"]
         self.columns = ["path", "label"] + [f"prob_{c}" for c in self.classes] + ["error"]
-        self.batch_size = int(batch_size)
-        self.workers = decode_threads() if workers is None else int(workers)
-        self.transform = build_transform(self.pre, train=False)
+        self.device = device
+        self.batch_size = self.chunk_size = int(batch_size)
+        self.sha256 = _weights_sha256(run)
 
-    @torch.no_grad()
+    def identity(self):
+        return {"weights_sha256": self.sha256, "classes": self.classes}
+
+    def worker(self, threads=None):
+        from .classify import ImageModel
+
+        model, manifest = load_model(self.run, device="cpu") if isinstance(self.run, str) else self.run
+        return _Labeller(ImageModel(model, manifest["preprocessing"], self.device, self.batch_size, threads),
+                         self.classes)
+
+
+class _Labeller:
+    def __init__(self, model, classes):
+        self.model = model
+        self.classes = classes
+
     def batches(self, paths):
-        """Yield the rows of ``paths`` one batch at a time, in input order."""
-        paths = list(paths)
-        empty = [""] * len(self.classes)
-        for positions, batch, errors in load_batches(paths, self.transform, self.batch_size,
-                                                     decode_size(self.pre), self.workers):
-            rows = {j: [str(paths[j]), ""] + empty + [msg] for j, msg in errors.items()}
-            if batch is not None:
-                probs = torch.softmax(forward(self.model, batch, self.device).float(), dim=1).cpu()
-                for j, p in zip(positions, probs):
-                    rows[j] = [str(paths[j]), self.classes[int(p.argmax())]] + [round(float(v), 6) for v in p] + [""]
-            yield [rows[j] for j in sorted(rows)]
-
-    def __call__(self, paths):
-        return [row for rows in self.batches(paths) for row in rows]
-
-
-def _ray_labeller(run, device, batch_size):
-    """Built once in each Ray worker: the run loaded there, decoding in one thread beside the model."""
-    return Labeller(run, device=device, batch_size=batch_size, workers=1)
+        empty = [None] * len(self.classes)
+        for batch in self.model.outputs(paths, softmax=True):
+            yield [[str(path), self.classes[int(p.argmax())], *(round(float(v), 6) for v in p), None]
+                   if p is not None else [str(path), None, *empty, error] for path, p, error in batch]
 
 
 def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto",
-            workers=None, progress=True, engine="torch", address=None):
+            workers=None, progress=True, engine="local", address=None, retry_errors=False):
     """Label images with a saved run and return the rows as a DataFrame.
 
     ``run`` is a run folder (or a ``(model, manifest)`` pair); ``inputs`` are
     image files and/or folders. With ``out_csv``, rows are appended to the CSV
     batch by batch as they are computed; with ``resume=True`` paths already in
-    ``out_csv`` are skipped, so an interrupted job carries on where it stopped.
+    ``out_csv`` are skipped, so an interrupted job carries on where it stopped
+    (refused, in one sentence, if another run's weights wrote the file;
+    ``retry_errors=True`` redoes the unreadable files). Without ``resume`` an existing
+    ``out_csv`` is replaced only once the new table is complete.
     Unreadable files get a row with an empty label and the reason in ``error``.
 
-    ``engine="torch"`` (the default) runs here, decoding in ``workers`` threads
-    (default: half the CPU cores, at least 2) beside the model. ``engine="ray"`` runs on the Ray
-    cluster at ``address`` (default: a local one, or the one ``ray.init`` already
-    connected to) in ``workers`` worker processes (default: one per CPU), each loading
-    the run once; rows are written here as they arrive, in the same order and format,
-    so the CSV and ``resume`` are the same. Needs ``pip install "imgasdata[ray]"``, and the
-    run folder and images under the same paths on every node.
+    ``engine="local"`` (the default; ``"torch"`` is the same) runs here, ``engine="ray"``
+    on the Ray cluster at ``address`` (default: a local one, or the one ``ray.init``
+    already connected to); rows are written here as they arrive, in the same order and
+    format, so the CSV and ``resume`` are the same. ``workers``: worker processes, each
+    loading the run once (local default: this process, decoding in half the CPU cores'
+    threads; Ray default: one per CPU). See :func:`imgasdata.jobs.run_job`.
     """
-    if engine not in ENGINES:
-        raise SettingsError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if workers is not None and int(workers) < 1:
-        raise SettingsError(f"workers must be at least 1, got {workers}")
-    if int(batch_size) < 1:
-        raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
-    if engine == "ray":
-        from .ray_engine import start_ray
-
-        start_ray(address)  # says in one sentence if Ray is missing, before any work
-        manifest = load_model(run, device="cpu")[1] if not isinstance(run, tuple) else run[1]
-        classes = list(manifest["classes"])
-        columns = ["path", "label"] + [f"prob_{c}" for c in classes] + ["error"]
-    else:
-        labeller = Labeller(run, device=device, batch_size=batch_size, workers=workers)
-        classes, columns = labeller.classes, labeller.columns
-    paths = expand_inputs(inputs)
-
-    out = CsvRows(out_csv, columns, "path", resume, "this model's") if out_csv is not None else None
-    todo = [p for p in paths if out is None or str(p) not in out.done]
-
-    if engine == "ray":
-        from functools import partial
-
-        from .ray_engine import map_paths
-
-        work = partial(_ray_labeller, str(run) if not isinstance(run, tuple) else run, device, batch_size)
-        row_batches = (df.values.tolist() for df in map_paths(todo, work, columns, address=address,
-                                                               workers=workers, chunk_size=batch_size))
-    else:
-        row_batches = labeller.batches(todo)
-
-    rows = []
-    with out or nullcontext():
-        bar = progress_bar(total=len(todo), desc="labelling images", unit="img", enabled=progress)
-        for ordered in row_batches:
-            if out is not None:
-                out.write(ordered)
-            else:
-                rows += ordered  # kept in memory only when there is no CSV to read back
-            bar.update(len(ordered))
-        bar.close()
-    if out_csv is not None:
-        return pd.read_csv(out_csv, keep_default_na=False, na_values={f"prob_{c}": [""] for c in classes})
-    return _as_frame(rows, columns, classes)
-
-
-def _as_frame(rows, columns, classes):
-    df = pd.DataFrame(rows, columns=columns)
-    for c in classes:
-        df[f"prob_{c}"] = pd.to_numeric(df[f"prob_{c}"], errors="coerce")
-    return df
-
-
-class ImagenetLabeller:
-    """An ImageNet-pretrained CNN as a function from image paths to its top-``k`` classes (the model loaded once).
-
-    :meth:`batches` yields, batch by batch and in input order, ``k`` dicts per readable
-    image (``path``, ``rank``, ``label``, ``prob``, ``error``) and one dict with ``rank`` 0
-    and the reason in ``error`` per unreadable file. Shared by :func:`imagenet_labels` and
-    the ImageNet autotagger, on one machine or in each Ray worker.
-    """
-
-    def __init__(self, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, batch_size=16, device="auto",
-                 workers=None):
-        self.names = imagenet_classes(backbone)
-        self.device = pick_device(device)
-        self.model = for_inference(imagenet_model(backbone, weights), self.device)
-        self.pre = default_preprocessing(backbone)
-        self.transform = build_transform(self.pre)
-        self.k = int(k)
-        self.batch_size = int(batch_size)
-        self.workers = decode_threads() if workers is None else int(workers)
-
-    @torch.no_grad()
-    def batches(self, paths):
-        """Yield the rows of ``paths`` one batch at a time, in input order."""
-        paths = list(paths)
-        for positions, batch, errors in load_batches(paths, self.transform, self.batch_size,
-                                                     decode_size(self.pre), self.workers):
-            found = {j: [] for j in positions}
-            if batch is not None:
-                probs = torch.softmax(forward(self.model, batch, self.device).float(), dim=1).cpu()
-                top = probs.topk(self.k, dim=1)
-                for j, values, indices in zip(positions, top.values, top.indices):
-                    found[j] = [{"path": str(paths[j]), "rank": r + 1, "label": self.names[int(i)],
-                                 "prob": round(float(v), 4), "error": ""}
-                                for r, (v, i) in enumerate(zip(values, indices))]
-            for j, msg in errors.items():
-                found[j] = [{"path": str(paths[j]), "rank": 0, "label": "", "prob": float("nan"), "error": msg}]
-            yield [row for j in sorted(found) for row in found[j]]
-
-
-def imagenet_labels(inputs, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, batch_size=16,
-                    device="auto", progress=False):
-    """What an ImageNet-pretrained CNN "sees": its top-``k`` ImageNet classes per image.
-
-    Returns a long DataFrame with columns ``path``, ``rank`` (1 = most likely),
-    ``label`` and ``prob``; unreadable files get one row with ``rank`` 0 and the
-    reason in ``error``. Useful as an off-the-shelf autotagger before any fine-tuning.
-    """
-    labeller = ImagenetLabeller(backbone, weights, k, batch_size, device)
-    paths = expand_inputs(inputs)
-    rows = []
-    bar = progress_bar(total=len(paths), desc="ImageNet labels", unit="img", enabled=progress)
-    for batch in labeller.batches(paths):
-        rows += batch
-        bar.update(sum(r["rank"] <= 1 for r in batch))  # one rank-1 (or rank-0 error) row per image
-    bar.close()
-    return pd.DataFrame(rows, columns=["path", "rank", "label", "prob", "error"])
+    job = PredictJob(run, device, batch_size)
+    table = run_job(job, inputs, out_csv, resume=resume, retry_errors=retry_errors, engine=engine,
+                    address=address, workers=workers, progress=progress, desc="labelling images")
+    for c in job.classes:
+        table[f"prob_{c}"] = pd.to_numeric(table[f"prob_{c}"], errors="coerce")
+    return table
 
 
 def labelled_images(data):

@@ -12,7 +12,9 @@ import pytest
 
 import imgasdata.batches as ibatches
 from conftest import PAIR, make_image_file
-from imgasdata.predict import evaluate, expand_inputs, imagenet_labels, predict
+from imgasdata.autotag.local import imagenet_labels
+from imgasdata.images import expand_inputs
+from imgasdata.predict import evaluate, predict
 from imgasdata.runs import load_model
 
 PROB_COLUMNS = [f"prob_{c}" for c in PAIR]

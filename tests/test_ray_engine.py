@@ -92,7 +92,7 @@ def test_ray_resumes_an_interrupted_run(trained_run, inputs, tmp_path):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_map_paths_streams_rows_in_order_and_turns_crashes_into_error_rows(tmp_path):
+def test_map_paths_streams_rows_in_order_and_turns_unreadable_files_into_error_rows(tmp_path):
     from imgasdata.ray_engine import map_paths
 
     paths = [tmp_path / f"f{i:02d}.txt" for i in range(9)]
@@ -102,9 +102,11 @@ def test_map_paths_streams_rows_in_order_and_turns_crashes_into_error_rows(tmp_p
     def make_rows():  # nested, so Ray ships it by value to the workers
         import os
 
+        from imgasdata.errors import DataError
+
         def rows(chunk):
             if any(c.endswith("f04.txt") for c in chunk):
-                raise RuntimeError("a library crashed")
+                raise DataError("a damaged file")
             return [[c, os.path.getsize(c), ""] for c in chunk]
         return rows
 
@@ -116,7 +118,61 @@ def test_map_paths_streams_rows_in_order_and_turns_crashes_into_error_rows(tmp_p
     assert good["size"].astype(int).tolist() == [i for i in range(9) if i != 4]
     bad = df[df["error"] != ""]
     assert bad["path"].tolist() == [str(paths[4])]
-    assert "RuntimeError: a library crashed" in bad["error"].iloc[0] and bad["size"].iloc[0] == ""
+    assert bad["error"].iloc[0] == "a damaged file" and bad["size"].iloc[0] == ""
+
+
+def _block_job(die_on=None, bug_on=None):
+    """A job made inside a function, so Ray ships it by value: one row per path; ``die_on`` kills its worker
+    process (as a native crash or the OOM killer would); ``bug_on`` raises a TypeError (a bug)."""
+    from imgasdata.jobs import Job
+
+    class Worker:
+        def batches(self, paths):
+            for p in paths:
+                if die_on and p.endswith(die_on):
+                    import os
+
+                    os._exit(1)
+                if bug_on and p.endswith(bug_on):
+                    raise TypeError("a bug in a transform")
+                yield [[p, len(p), None]]
+
+    class DyingJob(Job):
+        name = "dying"
+        columns = ("path", "n", "error")
+        chunk_size = 4
+
+        def worker(self, threads=None):
+            return Worker()
+
+    return DyingJob()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_worker_that_dies_on_one_file_costs_that_file_a_row_not_the_job(tmp_path):
+    from imgasdata.jobs import run_job
+
+    paths = [tmp_path / f"f{i:02d}.png" for i in range(10)]
+    out = tmp_path / "rows.csv"
+    table = run_job(_block_job(die_on="f05.png"), paths, out, engine="ray", workers=2, progress=False)
+    assert table["path"].tolist() == [str(p) for p in paths]
+    bad = table[table["error"] != ""]
+    assert bad["path"].tolist() == [str(paths[5])]
+    assert "worker process died" in bad["error"].iloc[0]
+    assert (table.loc[table["error"] == "", "n"] != "").all()
+    again = run_job(_block_job(die_on="f05.png"), paths, out, resume=True, engine="ray", progress=False)
+    assert again.attrs["skipped"] == 10
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_bug_raises_on_ray_as_on_one_machine(tmp_path):
+    from imgasdata.jobs import run_job
+
+    paths = [tmp_path / f"f{i}.png" for i in range(6)]
+    with pytest.raises(TypeError, match="a bug in a transform"):
+        run_job(_block_job(bug_on="f3.png"), paths, progress=False)
+    with pytest.raises(TypeError, match="a bug in a transform"):
+        run_job(_block_job(bug_on="f3.png"), paths, engine="ray", workers=2, progress=False)
 
 
 @pytest.mark.usefixtures("local_ray")
@@ -156,7 +212,7 @@ def test_settings_are_checked(trained_run, tmp_path):
     with pytest.raises(SettingsError, match="workers"):
         predict(trained_run[0], [tmp_path], workers=0)
     with pytest.raises(SettingsError, match="columns"):
-        list(map_paths(["a.png"], lambda: None, ["label", "error"]))
+        list(map_paths(["a.png"], lambda: None, ["label"]))
 
 
 def test_without_ray_one_sentence_names_the_extra(trained_run, tmp_path, monkeypatch):

@@ -43,19 +43,13 @@ def cmd_rekognition(a):
 
 
 def cmd_local(a):
-    from .local import tag_faces, tag_imagenet, tag_text
+    from .local import TAGGERS
 
     out = Path(a.out)
     csv_path = out / f"{a.tagger}.csv"
-    engine = {"engine": a.engine, "address": a.address, "workers": a.workers, "out_csv": csv_path,
-              "resume": not a.no_resume}
-    if a.tagger == "imagenet":
-        table = tag_imagenet(a.paths, k=a.k, backbone=a.backbone, min_confidence=a.min_confidence or 0.0,
-                             device=a.device, **engine)
-    elif a.tagger == "faces":
-        table = tag_faces(a.paths, reference_faces=a.reference_faces, tolerance=a.tolerance, **engine)
-    else:
-        table = tag_text(a.paths, min_confidence=a.min_confidence or 0.0, **engine)
+    tagger = TAGGERS[a.tagger]
+    table = tagger.tag(a.paths, **tagger.arguments(a), engine=a.engine, address=a.address, workers=a.workers,
+                       out_csv=csv_path, resume=not a.no_resume, retry_errors=a.retry_errors)
     if table.attrs["skipped"]:
         print(f"resumed: {table.attrs['skipped']} image(s) already in {csv_path} were not tagged again")
     failed = table.loc[table["error"] != "", "image"].nunique()
@@ -94,6 +88,9 @@ def cmd_validate(a):
 
 def add_commands(sub):
     """Add this chapter's subcommands to ``sub`` (an argparse subparsers object)."""
+    from ..backbones import DEFAULT_BACKBONE
+    from ..jobs import add_device_option, add_engine_options, add_resume_options
+    from .local import TAGGERS
     from .rekognition import OPERATIONS, PRICES_AS_OF
 
     p = sub.add_parser("autotag", help="tag images with AWS Rekognition or offline open-source taggers")
@@ -133,33 +130,27 @@ def add_commands(sub):
                         + ", ".join(o.name for o in OPERATIONS.values() if o.book) + ")")
     r.set_defaults(func=cmd_rekognition)
 
-    loc = which.add_parser("local", help="offline taggers: ImageNet classes, faces (dlib), text (RapidOCR)",
+    loc = which.add_parser("local", help="offline taggers: " + "; ".join(f"{t.name}: {t.summary}"
+                                                                       for t in TAGGERS.values()),
                            description="Tag images on this computer (or a Ray cluster): rows are appended to "
                                        "OUT/<tagger>.csv as each batch is done, and re-running the same command "
                                        "resumes, skipping the images already there - as autotag rekognition and "
                                        "grid do, because a long job (OCR: about an image a second) must not be "
-                                       "lost to an interruption. After changing the tagger's options, use "
-                                       "--no-resume or another --out.")
-    loc.add_argument("tagger", choices=["imagenet", "faces", "ocr"])
+                                       "lost to an interruption. Resuming a file written with other options "
+                                       "is refused: after changing them, use --no-resume or another --out.")
+    loc.add_argument("tagger", choices=list(TAGGERS),
+                     help="; ".join(f"{t.name}: {t.summary}" for t in TAGGERS.values()))
     loc.add_argument("paths", nargs="+", help="image files and/or folders")
     loc.add_argument("--out", required=True, help="folder for <tagger>.csv (resumed if it is there)")
-    loc.add_argument("--no-resume", action="store_true",
-                     help="start <tagger>.csv afresh instead of skipping the images already in it")
+    add_resume_options(loc, default_resume=True)
     loc.add_argument("--reference-faces", default=None,
                      help="faces: folder of reference photos, one sub-folder (or file) per person")
     loc.add_argument("--tolerance", type=float, default=0.6, help="faces: largest encoding distance for a match")
     loc.add_argument("--k", type=int, default=5, help="imagenet: classes per image")
-    loc.add_argument("--backbone", default="efficientnet_lite0", help="imagenet: the pretrained CNN")
+    loc.add_argument("--backbone", default=DEFAULT_BACKBONE, help="imagenet: the pretrained CNN")
     loc.add_argument("--min-confidence", type=float, default=None, help="0-100: drop weaker labels")
-    loc.add_argument("--device", default="auto")
-    loc.add_argument("--engine", default="torch", choices=["torch", "ray"],
-                     help="torch: this machine; ray: a Ray cluster (pip install \"imgasdata[ray]\"), "
-                          "each worker loading the tagger once; the same CSV")
-    loc.add_argument("--address", default=None,
-                     help="ray: the cluster to join (e.g. auto, or ray://HOST:10001); default: a local Ray")
-    loc.add_argument("--workers", type=int, default=None,
-                     help="ray: worker processes (default: one per CPU of the cluster); "
-                          "torch: decoding threads of the ImageNet tagger")
+    add_device_option(loc)
+    add_engine_options(loc, "the tagger")
     loc.set_defaults(func=cmd_local)
 
     v = sub.add_parser("validate-tags", help="compare a tagger's labels with gold labels (confusion matrix, "

@@ -2,8 +2,8 @@
 
 For researchers who cannot or will not upload images to a company:
 
-* :func:`tag_imagenet` — the top-``k`` ImageNet classes of a pretrained CNN
-  (:func:`imgasdata.predict.imagenet_labels`), one row per image and class;
+* :func:`tag_imagenet` — the top-``k`` ImageNet classes of a pretrained CNN, one row per
+  image and class (:func:`imagenet_labels`: the same as a plain ``path, rank, label, prob`` table);
 * :func:`tag_faces` — faces found by dlib's HOG detector, and with a folder of
   reference photos "is this person X": each face's 128-number encoding is
   compared with the references' and named after the nearest one within
@@ -19,35 +19,35 @@ an interrupted job on from the images already there (a day of OCR is not lost to
 dlib and RapidOCR are optional extras (``faces``, ``ocr``).
 
 Each tagger is a class (:class:`ImagenetTagger`, :class:`FaceTagger`, :class:`TextTagger`)
-that loads its model once and turns a list of paths into rows; the ``tag_*`` functions run
-it here (``engine="torch"``) or in a pool of Ray workers (``engine="ray"``, through
-:func:`imgasdata.ray_engine.map_paths`), so both engines run the same per-file code and
-return the same table in the same order.
+that loads its model once and turns a list of paths into rows, run as a job of
+:func:`imgasdata.jobs.run_job` (here, ``engine="local"``, or in a pool of Ray workers,
+``engine="ray"``), so both engines run the same per-file code and return the same table in
+the same order, and resuming refuses a file written with other options. :data:`TAGGERS`
+is the one table of taggers, from which the command line builds its choices.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
-from functools import partial
+import hashlib
+import json
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..csv_rows import CsvRows
+from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, MissingFileError, SettingsError, UserError, require
-from ..images import expand_inputs, list_images, load_image
-from ..progress import progress as progress_bar
+from ..images import list_images, load_image
+from ..jobs import Job, check_engine, run_job
 
 IMAGENET_COLUMNS = ["image", "label", "confidence", "rank", "model_version", "error"]
 FACE_COLUMNS = ["image", "label", "confidence", "face", "person", "distance", "detector_score", "box_left",
                 "box_top", "box_width", "box_height", "model_version", "error"]
 TEXT_COLUMNS = ["image", "label", "confidence", "line", "box_left", "box_top", "box_width", "box_height",
                 "model_version", "error"]
-ENGINES = ("torch", "ray")
 
 
 def _pkg_version(name):
@@ -70,31 +70,67 @@ class _Tagger:
     """Common part of the taggers: ``columns``, which of them hold numbers, and rows as lists.
 
     A subclass loads its model in ``__init__`` and yields dict rows (keys from ``columns``)
-    batch by batch from :meth:`batches`, every path's rows together and in input order.
+    batch by batch from :meth:`dict_batches`, every path's rows together and in input order.
     """
 
     name = ""
     columns: tuple = ()
     numeric: tuple = ()
+    #: paths a Ray worker is sent at a time
+    chunk_size = 8
+    #: the options that do not change the rows (left out of the identity that resume checks)
+    run_options = ("batch_size", "device", "threads")
 
-    def batches(self, paths):
+    def dict_batches(self, paths):
         raise NotImplementedError
 
-    def row_batches(self, paths):
-        """The rows of :meth:`batches` as lists in ``columns`` order (a missing cell, NaN included, is ``None``).
-
-        ``None`` is what the CSV writes as an empty cell, here and from a Ray worker alike.
-        """
-        for batch in self.batches(paths):
+    def batches(self, paths):
+        """The rows of :meth:`dict_batches` as lists in ``columns`` order (a missing cell, NaN included, is ``None``)."""
+        for batch in self.dict_batches(paths):
             yield [[_cell(row.get(c)) for c in self.columns] for row in batch]
 
-    def __call__(self, paths):
-        """All rows of ``paths`` as lists, each starting with its path: what a Ray worker runs on a chunk."""
-        return [row for batch in self.row_batches(paths) for row in batch]
+
+class TaggerJob(Job):
+    """A tagger class and its options as a job of :func:`imgasdata.jobs.run_job`.
+
+    Each worker process builds its own tagger once; ``loaded`` are objects already loaded
+    here (e.g. dlib's models) that a worker in this process reuses, never sent to Ray.
+    """
+
+    def __init__(self, tagger_class, options, loaded=None, chunk_size=None):
+        self.tagger_class = tagger_class
+        self.name = tagger_class.name
+        self.columns = list(tagger_class.columns)
+        self.owner = f"the {tagger_class.name} tagger's"
+        self.options = dict(options)
+        self.loaded = loaded or {}
+        self.chunk_size = int(chunk_size or tagger_class.chunk_size)
+
+    def __getstate__(self):
+        return {**self.__dict__, "loaded": {}}
+
+    def identity(self):
+        return {k: _identity_value(v) for k, v in sorted(self.options.items())
+                if k not in self.tagger_class.run_options}
+
+    def worker(self, threads=None):
+        options = dict(self.options, **self.loaded)
+        if "threads" in self.tagger_class.run_options and threads is not None:
+            options["threads"] = threads
+        return self.tagger_class(**options)
+
+
+def _identity_value(value):
+    """An option as resume compares it: reference faces by a digest of names and encodings (to 4 decimals)."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], np.ndarray):
+        digest = hashlib.sha256(json.dumps(list(value[0])).encode())
+        digest.update(np.round(value[1].astype(float), 4).tobytes())
+        return f"sha256:{digest.hexdigest()}"
+    return value
 
 
 def _table(rows, tagger_class):
-    """The tidy DataFrame of list rows, typed the same whether the cells are values (here) or text (from Ray)."""
+    """The tidy DataFrame of text rows, typed: numbers as numbers, text as text (empty: ``""``)."""
     df = pd.DataFrame(rows, columns=tagger_class.columns)
     for c in tagger_class.columns:
         if c in tagger_class.numeric:
@@ -104,55 +140,16 @@ def _table(rows, tagger_class):
     return df
 
 
-def _run(tagger_class, options, inputs, desc, progress, engine, address, workers, chunk_size, tagger=None,
-         out_csv=None, resume=False):
-    """Run a tagger over ``inputs`` here or on Ray, with a progress bar; return its tidy table.
+def _run(job, inputs, desc, progress, engine, address, workers, out_csv=None, resume=False, retry_errors=False):
+    """Run a tagger job over ``inputs`` (:func:`imgasdata.jobs.run_job`); return its tidy table.
 
-    ``options`` are the tagger's keyword arguments (sent to every Ray worker, which builds
-    its own tagger once); ``tagger`` is an already built one to use here (``None``: build it
-    only if there is work left). With ``out_csv`` the rows are appended to it batch by batch
-    (:class:`imgasdata.csv_rows.CsvRows`, as :func:`imgasdata.predict.predict` does); with
-    ``resume`` the images already in it are skipped, and the whole file is returned. The
-    table's ``attrs["skipped"]`` counts the input images found done.
+    The table's ``attrs["skipped"]`` counts the input images found done in ``out_csv``.
     """
-    paths = expand_inputs(inputs)
-    out = CsvRows(out_csv, tagger_class.columns, "image", resume, f"the {tagger_class.name} tagger's") if out_csv else None
-    todo = [p for p in paths if out is None or str(p) not in out.done]
-    bar = progress_bar(total=len(todo), desc=desc, unit="img", enabled=progress)
-    if engine == "ray":
-        from ..ray_engine import map_paths
-
-        columns = ["path", *tagger_class.columns[1:]]  # map_paths' rule: rows start with their path
-        batches = (df.values.tolist() for df in map_paths(todo, partial(tagger_class, **options), columns,
-                                                           address=address, workers=workers, chunk_size=chunk_size))
-    else:
-        batches = (tagger or tagger_class(**options)).row_batches(todo) if todo else iter(())
-    rows = []
-    with out or nullcontext():
-        for batch in batches:
-            if out is not None:
-                out.write(batch)
-            else:
-                rows += batch  # kept in memory only when there is no CSV to read back
-            bar.update(len(dict.fromkeys(row[0] for row in batch)))
-    bar.close()
-    if out is not None:
-        rows = pd.read_csv(out_csv, dtype=str, keep_default_na=False).values.tolist()
-    table = _table(rows, tagger_class)
-    table.attrs["skipped"] = len(paths) - len(todo)
+    text = run_job(job, inputs, out_csv, resume=resume, retry_errors=retry_errors, engine=engine,
+                   address=address, workers=workers, progress=progress, desc=desc)
+    table = _table(text, job.tagger_class)
+    table.attrs["skipped"] = text.attrs["skipped"]
     return table
-
-
-def _check_engine(engine, address, workers):
-    """Refuse a wrong engine or worker count, and start (or join) Ray before any model is loaded."""
-    if engine not in ENGINES:
-        raise SettingsError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if workers is not None and int(workers) < 1:
-        raise SettingsError(f"workers must be at least 1, got {workers}")
-    if engine == "ray":
-        from ..ray_engine import start_ray
-
-        start_ray(address)  # one sentence if Ray is missing
 
 
 # ------------------------------------------------------------------------- ImageNet
@@ -165,56 +162,76 @@ class ImagenetTagger(_Tagger):
     columns = IMAGENET_COLUMNS
     numeric = ("confidence", "rank")
 
-    def __init__(self, k=5, backbone="efficientnet_lite0", weights="imagenet", min_confidence=0.0, batch_size=16,
+    def __init__(self, k=5, backbone=DEFAULT_BACKBONE, weights="imagenet", min_confidence=0.0, batch_size=16,
                  device="auto", threads=None):
-        from ..predict import ImagenetLabeller
+        from ..classify import ImageModel
+        from ..backbones import default_preprocessing, imagenet_classes
+        from ..models import imagenet_model
 
-        self.labeller = ImagenetLabeller(backbone, weights, int(k), batch_size, device, workers=threads)
+        self.names = imagenet_classes(backbone)
+        self.model = ImageModel(imagenet_model(backbone, weights), default_preprocessing(backbone), device,
+                                batch_size, threads)
+        self.k = int(k)
         self.min_confidence = float(min_confidence)
         self.model_version = f"{backbone} ({weights} weights, imgasdata {_pkg_version('imgasdata')}, " \
                              f"torchvision {_pkg_version('torchvision')})"
 
-    def batches(self, paths):
-        for raw in self.labeller.batches(paths):
+    def dict_batches(self, paths):
+        for batch in self.model.outputs(paths, softmax=True):
             rows = []
-            for image, group in groupby(raw, key=lambda r: r["path"]):
-                group = list(group)
-                if group[0]["error"]:
-                    rows.append(_empty_row(image, self.model_version, group[0]["error"]))
+            for image, probs, error in batch:
+                if probs is None:
+                    rows.append(_empty_row(image, self.model_version, error))
                     continue
-                kept = [r for r in group if r["prob"] * 100 >= self.min_confidence]
+                top = probs.topk(self.k)
+                kept = [(r + 1, float(v), self.names[int(i)]) for r, (v, i) in enumerate(zip(top.values, top.indices))
+                        if float(v) * 100 >= self.min_confidence]
                 if not kept:
                     rows.append(_empty_row(image, self.model_version))
-                rows += [{"image": image, "label": r["label"], "confidence": round(float(r["prob"]) * 100, 2),
-                          "rank": int(r["rank"]), "model_version": self.model_version, "error": ""} for r in kept]
+                rows += [{"image": str(image), "label": label, "confidence": round(p * 100, 2), "rank": rank,
+                          "model_version": self.model_version, "error": ""} for rank, p, label in kept]
             yield rows
 
 
-def tag_imagenet(inputs, k=5, backbone="efficientnet_lite0", weights="imagenet", min_confidence=0.0,
-                 batch_size=16, device="auto", progress=True, engine="torch", address=None, workers=None,
-                 out_csv=None, resume=False):
+def tag_imagenet(inputs, k=5, backbone=DEFAULT_BACKBONE, weights="imagenet", min_confidence=0.0,
+                 batch_size=16, device="auto", progress=True, engine="local", address=None, workers=None,
+                 out_csv=None, resume=False, retry_errors=False):
     """Top-``k`` ImageNet classes per image as tidy rows (``confidence`` = probability x 100).
 
     Classes under ``min_confidence`` are dropped; an image left with none keeps
     one row with an empty label. ``engine="ray"`` runs on the Ray cluster at ``address``
     (default: a local one) in ``workers`` processes (default: one per CPU), each loading
     the model once, in chunks of ``batch_size`` images; the table is the same as here.
-    On one machine ``workers`` is the number of decoding threads.
+    ``workers`` means the same on one machine: worker processes (default: this one).
 
     With ``out_csv`` the rows are appended to that CSV as each batch is done, and the whole
     CSV is returned; ``resume=True`` skips the images already in it, so an interrupted job
-    carries on where it stopped (without ``resume`` the file is started afresh). The same
-    holds for :func:`tag_faces` and :func:`tag_text`, on both engines.
+    carries on where it stopped, and refuses a CSV written with another backbone, ``k`` or
+    ``min_confidence`` (``retry_errors=True`` redoes the unreadable images). Without
+    ``resume`` the file is started afresh, the old one kept until the new one is complete.
+    The same holds for :func:`tag_faces` and :func:`tag_text`, on both engines.
     """
     if int(k) < 1:
         raise SettingsError(f"k must be at least 1, not {k}")
-    _check_engine(engine, address, workers)
-    options = {"k": int(k), "backbone": backbone, "weights": weights, "min_confidence": min_confidence,
-               "batch_size": batch_size, "device": device}
-    # a Ray worker decodes in one thread beside its model: the cluster's parallelism is the workers
-    options["threads"] = 1 if engine == "ray" else workers
-    return _run(ImagenetTagger, options, inputs, "ImageNet tags", progress, engine, address, workers,
-                chunk_size=int(batch_size), out_csv=out_csv, resume=resume)
+    check_engine(engine, workers, address)
+    options = {"k": int(k), "backbone": backbone, "weights": weights, "min_confidence": float(min_confidence),
+               "batch_size": int(batch_size), "device": device}
+    job = TaggerJob(ImagenetTagger, options, chunk_size=int(batch_size))
+    return _run(job, inputs, "ImageNet tags", progress, engine, address, workers, out_csv, resume, retry_errors)
+
+
+def imagenet_labels(inputs, backbone=DEFAULT_BACKBONE, weights="imagenet", k=5, batch_size=16, device="auto",
+                    progress=False):
+    """What an ImageNet-pretrained CNN "sees": its top-``k`` ImageNet classes per image.
+
+    Returns a long DataFrame with columns ``path``, ``rank`` (1 = most likely),
+    ``label`` and ``prob``; unreadable files get one row with ``rank`` 0 and the
+    reason in ``error``. :func:`tag_imagenet`'s table in the plain columns of a first look.
+    """
+    tags = tag_imagenet(inputs, k=k, backbone=backbone, weights=weights, batch_size=batch_size, device=device,
+                        progress=progress)
+    return pd.DataFrame({"path": tags["image"], "rank": tags["rank"].fillna(0).astype(int), "label": tags["label"],
+                         "prob": tags["confidence"] / 100, "error": tags["error"]})
 
 
 # ------------------------------------------------------------------------- faces
@@ -288,6 +305,7 @@ class FaceTagger(_Tagger):
     name = "faces"
     columns = FACE_COLUMNS
     numeric = ("confidence", "face", "distance", "detector_score", "box_left", "box_top", "box_width", "box_height")
+    run_options = ("models",)
 
     def __init__(self, references=None, tolerance=0.6, upsample=1, max_side=1600, models=None):
         self.models = models or FaceModels()
@@ -296,7 +314,7 @@ class FaceTagger(_Tagger):
         self.upsample = upsample
         self.max_side = max_side
 
-    def batches(self, paths):
+    def dict_batches(self, paths):
         for path in paths:
             yield self.rows(path)
 
@@ -327,7 +345,7 @@ class FaceTagger(_Tagger):
 
 
 def tag_faces(inputs, reference_faces=None, tolerance=0.6, upsample=1, max_side=1600, progress=True,
-              engine="torch", address=None, workers=None, out_csv=None, resume=False):
+              engine="local", address=None, workers=None, out_csv=None, resume=False, retry_errors=False):
     """One row per image and detected face, named after the nearest reference person within ``tolerance``.
 
     ``label`` is the person's name for a match, else ``"face"``. With references,
@@ -347,13 +365,12 @@ def tag_faces(inputs, reference_faces=None, tolerance=0.6, upsample=1, max_side=
     if not 0 < float(tolerance) < 2:
         raise SettingsError(f"tolerance is a face-encoding distance between 0 and 2, not {tolerance}")
     models = FaceModels()
-    _check_engine(engine, address, workers)
+    check_engine(engine, workers, address)
     refs = reference_encodings(reference_faces, models, upsample, max_side) if reference_faces else None
     references = (refs["person"].tolist(), np.stack(refs["encoding"].values)) if refs is not None else None
-    options = {"references": references, "tolerance": tolerance, "upsample": upsample, "max_side": max_side}
-    return _run(FaceTagger, options, inputs, "faces", progress, engine, address, workers, chunk_size=8,
-                tagger=FaceTagger(**options, models=models) if engine == "torch" else None, out_csv=out_csv,
-                resume=resume)
+    options = {"references": references, "tolerance": float(tolerance), "upsample": upsample, "max_side": max_side}
+    job = TaggerJob(FaceTagger, options, loaded={"models": models})
+    return _run(job, inputs, "faces", progress, engine, address, workers, out_csv, resume, retry_errors)
 
 
 # ------------------------------------------------------------------------- text
@@ -371,6 +388,7 @@ class TextTagger(_Tagger):
     name = "ocr"
     columns = TEXT_COLUMNS
     numeric = ("confidence", "line", "box_left", "box_top", "box_width", "box_height")
+    run_options = ()
 
     def __init__(self, min_confidence=0.0):
         self.engine = _ocr_engine()
@@ -378,7 +396,7 @@ class TextTagger(_Tagger):
         self.model_version = f"rapidocr {_pkg_version('rapidocr')} (default PP-OCR det/cls/rec models), " \
                              f"onnxruntime {_pkg_version('onnxruntime')}"
 
-    def batches(self, paths):
+    def dict_batches(self, paths):
         for path in paths:
             yield self.rows(path)
 
@@ -406,8 +424,8 @@ class TextTagger(_Tagger):
         return found or [_empty_row(path, self.model_version)]
 
 
-def tag_text(inputs, min_confidence=0.0, progress=True, engine="torch", address=None, workers=None, out_csv=None,
-             resume=False):
+def tag_text(inputs, min_confidence=0.0, progress=True, engine="local", address=None, workers=None, out_csv=None,
+             resume=False, retry_errors=False):
     """One row per image and line of text found by RapidOCR (``confidence`` = score x 100).
 
     ``engine="ray"`` runs on the Ray cluster at ``address`` (default: a local one) in
@@ -416,9 +434,32 @@ def tag_text(inputs, min_confidence=0.0, progress=True, engine="torch", address=
     """
     require("rapidocr", "ocr", "reading text in images")  # here, before any Ray worker tries
     require("onnxruntime", "ocr", "reading text in images")
-    _check_engine(engine, address, workers)
-    return _run(TextTagger, {"min_confidence": min_confidence}, inputs, "OCR", progress, engine, address,
-                workers, chunk_size=8, out_csv=out_csv, resume=resume)
+    check_engine(engine, workers, address)
+    job = TaggerJob(TextTagger, {"min_confidence": float(min_confidence)})
+    return _run(job, inputs, "OCR", progress, engine, address, workers, out_csv, resume, retry_errors)
 
 
-TAGGERS = {"imagenet": tag_imagenet, "faces": tag_faces, "ocr": tag_text}
+# ------------------------------------------------------------------------- the table of taggers
+
+
+@dataclass(frozen=True)
+class TaggerRecord:
+    """One offline tagger as the command line sees it: its name, what it finds, how to run it."""
+
+    name: str
+    summary: str
+    tag: object
+    #: the command-line arguments (an argparse namespace) as the keyword arguments of ``tag``
+    arguments: object
+
+
+TAGGERS = {r.name: r for r in (
+    TaggerRecord("imagenet", "top-k ImageNet classes of a pretrained CNN", tag_imagenet,
+                 lambda a: {"k": a.k, "backbone": a.backbone, "min_confidence": a.min_confidence or 0.0,
+                            "device": a.device}),
+    TaggerRecord("faces", "faces found by dlib, named after reference photos (pip install \"imgasdata[faces]\")",
+                 tag_faces, lambda a: {"reference_faces": a.reference_faces, "tolerance": a.tolerance}),
+    TaggerRecord("ocr", "lines of text read by RapidOCR (pip install \"imgasdata[ocr]\")", tag_text,
+                 lambda a: {"min_confidence": a.min_confidence or 0.0}),
+)}
+"""The offline taggers, by name: the command line's choices, help and dispatch come from here."""

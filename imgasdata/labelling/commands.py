@@ -7,7 +7,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 
-from ..settings import DEFAULT_BACKBONE
+from ..backbones import DEFAULT_BACKBONE
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..settings import DEFAULT_BACKBONE
+from ..backbones import DEFAULT_BACKBONE
 
 
 @lru_cache(maxsize=2)

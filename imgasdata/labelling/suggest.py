@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..errors import DataError, MissingFileError, SettingsError
 from ..paths import path_key, path_text
-from ..settings import DEFAULT_BACKBONE
+from ..backbones import DEFAULT_BACKBONE
 
 COLUMNS = ["path", "rank", "strategy", "predicted", "probability", "score", "error"]
 

@@ -34,10 +34,14 @@ def _excluded(reports, n):
 
 
 def cmd_dedup(a):
-    from .dedup import DEFAULT_THRESHOLDS, copy_unique, find_cross_duplicates, find_duplicates
+    from .dedup import METHODS, copy_unique, find_cross_duplicates, find_duplicates
 
-    cache = None if a.no_cache else (a.cache or Path(a.out).parent / ".imgasdata-hashes.sqlite")
-    threshold = a.threshold if a.threshold is not None else DEFAULT_THRESHOLDS[a.method]
+    record = METHODS[a.method]
+    if a.cache and not record.takes_cache:
+        raise SettingsError(f"The {a.method} method keeps no hash cache; leave out --cache")
+    default_cache = Path(a.out).parent / ".imgasdata-hashes.sqlite"
+    cache = None if a.no_cache or not record.takes_cache else (a.cache or default_cache)
+    threshold = record.check_threshold(a.threshold)
     if a.across:
         if a.paths:
             raise SettingsError("Give either PATH... or --across A B, not both")
@@ -155,6 +159,7 @@ def cmd_split(a):
 
 def add_commands(sub):
     """Add this chapter's subcommands to ``sub`` (an argparse subparsers object)."""
+    from ..jobs import add_engine_options
     from .dedup import KEEP_RULES, METHODS
     from .place import LINKS
 
@@ -165,12 +170,12 @@ def add_commands(sub):
     p.add_argument("paths", nargs="*", help="image files and/or folders")
     p.add_argument("--out", required=True, help="CSV to write: path, group, kept, duplicate, distance, error ... "
                                                 "(paths relative to the CSV's folder)")
-    p.add_argument("--method", default="phash", choices=METHODS,
-                   help="exact (same pixels), a perceptual hash (default phash) or cnn embeddings")
+    p.add_argument("--method", default="phash", choices=list(METHODS),
+                   help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
     p.add_argument("--threshold", type=float, default=None,
-                   help="largest Hamming distance of 64 bits (default: phash 10, each pair confirmed by dHash "
-                        "within the threshold + 4; dhash 8, whash 6, ahash 4) "
-                        "or, for cnn, smallest cosine similarity (default 0.85)")
+                   help="largest Hamming distance of 64 bits, or for cnn smallest cosine similarity (defaults: "
+                        + ", ".join(f"{m.name} {m.default_threshold}" for m in METHODS.values()
+                                    if m.name != "exact") + "; phash pairs confirmed by dHash within it + 4)")
     p.add_argument("--keep", default="largest", choices=KEEP_RULES,
                    help="which image of a group to keep: largest (most pixels, then bytes; default), newest "
                         "(modified last) or first (in sorted path order, as the book)")
@@ -184,12 +189,7 @@ def add_commands(sub):
                                    "(default: .imgasdata-hashes.sqlite next to --out)")
     p.add_argument("--no-cache", action="store_true", help="hash every file again and keep no cache")
     p.add_argument("--backbone", default="efficientnet_lite0", help="backbone of --method cnn")
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes decoding and hashing images (default 2; with --engine ray: Ray workers, "
-                        "default one per CPU of the cluster)")
-    p.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="hash on this machine or on a Ray cluster (pip install \"imgasdata[ray]\")")
-    p.add_argument("--address", default=None, help="with --engine ray: the cluster (e.g. auto, HEAD:6379)")
+    add_engine_options(p, "the hashing", local_workers="2 for the hashes, whose work is decoding; 1 for cnn")
     p.set_defaults(func=_dedup_threshold(cmd_dedup))
 
     p = sub.add_parser("clean", help="report small, unreadable, extreme or blank images (one row per file)")
@@ -261,11 +261,11 @@ def add_commands(sub):
 
 
 def _dedup_threshold(func):
-    """Hamming thresholds are whole numbers of bits; argparse reads floats for cnn's cosine."""
+    """The method's record checks --threshold (whole bits for a hash; argparse reads floats for cnn's cosine)."""
     def run(a):
-        if a.threshold is not None and a.method not in ("cnn",):
-            if a.threshold != int(a.threshold):
-                raise SettingsError(f"--threshold for {a.method} is a whole number of bits, got {a.threshold}")
-            a.threshold = int(a.threshold)
+        from .dedup import METHODS
+
+        if a.threshold is not None:
+            a.threshold = METHODS[a.method].check_threshold(a.threshold)
         return func(a)
     return run

@@ -5,8 +5,10 @@ module does the same job for 10^5 and more images of any format Pillow reads:
 
 * :func:`hash_files` turns a list of paths into a table of one hash per file
   (``path, hash, error``). It is the unit of work a cluster can map over chunks,
-  and it keeps a per-file cache keyed on path, size and modification time, so a
-  re-run on a grown folder hashes only the new files.
+  and it keeps a per-file cache keyed on path, size, times and inode, so a re-run on a
+  grown folder hashes only the new files. Each method (:data:`METHODS`) is one record
+  owning its encoding, threshold, distance and search; hashing runs as a job of
+  :func:`imgasdata.jobs.run_job`, on this machine or a Ray cluster.
 * :func:`near_pairs` finds the near-duplicate pairs among hashes. The default
   ``phash`` method keeps a pair when its pHashes are within the threshold *and*
   the dHashes of the same decodings agree too (within the threshold plus
@@ -31,6 +33,7 @@ transparency on white: hashing the alpha-less pixels of a transparent PNG (what
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import os
@@ -40,16 +43,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, SettingsError
 from ..images import ImageLoadError, expand_inputs, load_image
+from ..jobs import Job, check_workers, engine_name, job_rows
+from ..paths import path_key, path_text
 from ..progress import progress as progress_bar
-
-#: Default Hamming-distance thresholds (of 64 bits) per perceptual hash. Chosen on
-#: the benchmark corpus (benchmarks/bench_dedup.py): the largest threshold at which
-#: precision stays at or above 0.95 for re-encoded, resized, cropped and watermarked
-#: copies. For ``phash`` the pairs within the threshold are confirmed by dHash (see
-#: :data:`CONFIRM_MARGIN`), which is what lets it go as far as imagededup's 10.
-DEFAULT_THRESHOLDS = {"exact": 0, "phash": 10, "dhash": 8, "whash": 6, "ahash": 4, "cnn": 0.85}
 
 #: ``phash`` pairs are kept only if their dHashes (computed from the same decoding) are
 #: within the pHash threshold plus this many bits. pHash alone, past 8 bits, pairs
@@ -58,32 +57,95 @@ DEFAULT_THRESHOLDS = {"exact": 0, "phash": 10, "dhash": 8, "whash": 6, "ahash": 
 #: and costs few true ones (see benchmarks/bench_dedup.py).
 CONFIRM_MARGIN = 4
 
-#: The hash methods, for error messages and the command line.
-METHODS = tuple(DEFAULT_THRESHOLDS)
+
+# --- methods: one record each ----------------------------------------------------------------
+#
+# A method owns its encoding (an image to a text cell), its default threshold and how it checks
+# one, its distance and its search for pairs (imagededup's pattern), and says whether it runs on
+# the engines and keeps a cache. :data:`METHODS` is the one table; the command line builds its
+# choices and help from it. A new method is one class here and its line in METHODS.
 
 
-# --- hash methods: one small class each ----------------------------------------------------
+class Method:
+    """What every dedup method declares; see the subclasses."""
 
-class ExactHash:
+    name = ""
+    summary = ""
+    #: the threshold used when none is given
+    default_threshold = 0
+    #: decoding size: JPEGs are decoded at a reduced scale (draft mode) at least this large
+    decode_size = None
+    #: whether the method runs on the engines (local processes, Ray) and keeps a hash cache
+    takes_engine = True
+    takes_cache = True
+    #: whether its "hash" cell is short enough to show in find_duplicates' table
+    hash_in_table = True
+
+    def check_threshold(self, threshold):
+        """``threshold`` (``None``: the default) as this method uses it; a wrong one raises :class:`SettingsError`."""
+        raise NotImplementedError
+
+    def cache_key(self, backbone=None):
+        """The name its hashes are cached under (a change of encoding gets a new one)."""
+        return self.name
+
+    def job(self, backbone=None, device="auto"):
+        """The job that turns paths into ``[path, hash, error]`` rows (:func:`imgasdata.jobs.run_job`)."""
+        return HashJob(self.name)
+
+    def encode(self, img):
+        """The hash of one decoded RGB picture, as text."""
+        raise NotImplementedError
+
+    def pairs(self, hashes, threshold, other=None):
+        """Pairs within ``threshold``: a DataFrame ``i, j, distance`` (``i < j``, or ``j`` in ``other``)."""
+        raise NotImplementedError
+
+    def distances(self, hashes, first):
+        """Distance of each hash to the hash at position ``first[row]``."""
+        raise NotImplementedError
+
+
+class ExactHash(Method):
     """SHA-256 of the decoded pixels (RGB, transparency on white): the same picture saved twice is a duplicate."""
 
     name = "exact"
+    summary = "same decoded pixels (SHA-256)"
+
+    def check_threshold(self, threshold):
+        return 0
 
     def encode(self, img):
         digest = hashlib.sha256(f"{img.width}x{img.height}".encode())
         digest.update(img.tobytes())
         return digest.hexdigest()
 
+    def pairs(self, hashes, threshold, other=None):
+        left = pd.DataFrame({"hash": list(hashes)})
+        right = left if other is None else pd.DataFrame({"hash": list(other)})
+        merged = left.reset_index().merge(right.reset_index(), on="hash", suffixes=("_i", "_j"))
+        if other is None:
+            merged = merged[merged["index_i"] < merged["index_j"]]
+        return pd.DataFrame({"i": merged["index_i"].to_numpy(), "j": merged["index_j"].to_numpy(), "distance": 0})
 
-class _ImageHash:
-    """A 64-bit perceptual hash from :mod:`imagehash`, stored as 16 hex digits."""
+    def distances(self, hashes, first):
+        return np.zeros(len(hashes), dtype=int)
 
-    name = ""
-    #: decoding size: JPEGs are decoded at a reduced scale (draft mode) at least this large
+
+class _ImageHash(Method):
+    """A 64-bit perceptual hash from :mod:`imagehash`, stored as 16 hex digits; Hamming distance."""
+
     decode_size = 64
 
     def _hash(self, img):
         raise NotImplementedError
+
+    def check_threshold(self, threshold):
+        threshold = self.default_threshold if threshold is None else threshold
+        if int(threshold) != threshold or not 0 <= threshold <= 32:
+            raise SettingsError(f"The {self.name} threshold is a Hamming distance from 0 to 32 bits (of 64), "
+                                f"got {threshold}")
+        return int(threshold)
 
     def encode(self, img):
         # The hashes look at 32x32 pixels or fewer: a big picture is first box-reduced to a
@@ -94,27 +156,52 @@ class _ImageHash:
             img = img.reduce(factor)
         return str(self._hash(img))
 
+    def pairs(self, hashes, threshold, other=None):
+        codes = hashes_to_array(hashes)
+        return find_pairs(codes, threshold, None if other is None else hashes_to_array(other))
+
+    def distances(self, hashes, first):
+        if not len(hashes):
+            return np.zeros(0, dtype=int)
+        codes = hashes_to_array(hashes)
+        return np.bitwise_count(codes ^ codes[first]).astype(int)
+
 
 class PHash(_ImageHash):
     """Perceptual hash (DCT of a 32x32 greyscale image): robust to re-encoding, resizing and small edits.
 
     The hash is 32 hex digits: the 64-bit pHash, then the 64-bit dHash of the same
-    decoding, which :func:`near_pairs` uses to confirm pHash pairs.
+    decoding, which confirms each pair (within the threshold plus :data:`CONFIRM_MARGIN`).
     """
 
     name = "phash"
-    cache_key = "phash+dhash"  # not the 16-digit pHash an older cache may hold
+    summary = "perceptual hash (DCT), each pair confirmed by dHash"
+    default_threshold = 10
+
+    def cache_key(self, backbone=None):
+        return "phash+dhash"  # not the 16-digit pHash an older cache may hold
 
     def _hash(self, img):
         import imagehash
 
         return f"{imagehash.phash(img, hash_size=8)}{imagehash.dhash(img, hash_size=8)}"
 
+    def pairs(self, hashes, threshold, other=None):
+        pairs = super().pairs(hashes, threshold, other)
+        if len(pairs):
+            check = hashes_to_array(hashes, 1)
+            check_other = check if other is None else hashes_to_array(other, 1)
+            d = np.bitwise_count(check[pairs["i"].to_numpy()] ^ check_other[pairs["j"].to_numpy()])
+            pairs = pairs[d <= threshold + CONFIRM_MARGIN].reset_index(drop=True)
+        return pairs
+
 
 class DHash(_ImageHash):
     """Difference hash (brightness gradients of a 9x8 image): fast, robust to resizing."""
 
     name = "dhash"
+    summary = "difference hash (brightness gradients)"
+    default_threshold = 8
 
     def _hash(self, img):
         import imagehash
@@ -126,6 +213,8 @@ class WHash(_ImageHash):
     """Wavelet hash (Haar wavelets), as in imagededup's WHash."""
 
     name = "whash"
+    summary = "wavelet hash (Haar)"
+    default_threshold = 6
 
     def _hash(self, img):
         import imagehash
@@ -137,6 +226,8 @@ class AHash(_ImageHash):
     """Average hash (pixels above the mean of an 8x8 image): the simplest, the least precise."""
 
     name = "ahash"
+    summary = "average hash (the simplest)"
+    default_threshold = 4
 
     def _hash(self, img):
         import imagehash
@@ -144,68 +235,181 @@ class AHash(_ImageHash):
         return imagehash.average_hash(img, hash_size=8)
 
 
-HASHERS = {cls.name: cls for cls in (ExactHash, PHash, DHash, WHash, AHash)}
+class CnnEmbedding(Method):
+    """ImageNet embeddings of a pretrained backbone (its last layer removed); cosine similarity.
 
+    The "hash" is the embedding as base64 float32 text, so it travels from Ray workers and
+    into the cache like any other hash.
+    """
 
-def _check_method(method):
-    if method not in METHODS:
-        raise SettingsError(f"Unknown deduplication method {method!r}; choose one of {', '.join(METHODS)}")
+    name = "cnn"
+    summary = "ImageNet embeddings of --backbone, cosine similarity"
+    default_threshold = 0.85
+    hash_in_table = False  # thousands of characters each
 
-
-def _threshold(method, threshold):
-    threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
-    if method == "cnn":
+    def check_threshold(self, threshold):
+        threshold = self.default_threshold if threshold is None else threshold
         if not 0 < float(threshold) <= 1:
             raise SettingsError(f"The cnn threshold is a cosine similarity in (0, 1], got {threshold}")
         return float(threshold)
-    if method == "exact":
-        return 0
-    if int(threshold) != threshold or not 0 <= threshold <= 32:
-        raise SettingsError(f"The {method} threshold is a Hamming distance from 0 to 32 bits (of 64), got {threshold}")
-    return int(threshold)
+
+    def cache_key(self, backbone=None):
+        return f"cnn:{backbone}"
+
+    def job(self, backbone=None, device="auto"):
+        return EmbedJob(backbone or DEFAULT_BACKBONE, device)
+
+    @staticmethod
+    def decode(hashes):
+        """Embedding texts to an ``N x D`` float array."""
+        return np.stack([np.frombuffer(base64.b64decode(h), dtype=np.float32) for h in hashes])
+
+    def pairs(self, hashes, threshold, other=None):
+        if not len(hashes) or (other is not None and not len(other)):
+            return pd.DataFrame({"i": np.array([], int), "j": np.array([], int), "distance": np.array([], float)})
+        return _cosine_pairs(self.decode(hashes), threshold, None if other is None else self.decode(other))
+
+    def distances(self, hashes, first):
+        if not len(hashes):
+            return np.zeros(0)
+        emb = self.decode(hashes)
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+        return np.round(1 - np.einsum("ij,ij->i", emb, emb[first]), 6) + 0.0  # no "-0.0"
 
 
-# --- hashing with a per-file cache ---------------------------------------------------------
+#: The dedup methods by name: the one table the functions and the command line read.
+METHODS = {m.name: m for m in (ExactHash(), PHash(), DHash(), WHash(), AHash(), CnnEmbedding())}
+
+#: Default thresholds per method (Hamming bits of 64; cosine similarity for ``cnn``). Chosen on
+#: the benchmark corpus (benchmarks/bench_dedup.py): the largest threshold at which precision
+#: stays at or above 0.95 for re-encoded, resized, cropped and watermarked copies.
+DEFAULT_THRESHOLDS = {name: m.default_threshold for name, m in METHODS.items()}
+
+
+def get_method(name):
+    """The record of dedup method ``name``; an unknown one raises :class:`SettingsError`."""
+    if name not in METHODS:
+        raise SettingsError(f"Unknown deduplication method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def _check_method(name):
+    get_method(name)
+
+
+def _threshold(name, threshold):
+    return get_method(name).check_threshold(threshold)
+
+
+# --- hashing as a job, with a per-file cache ---------------------------------------------------
+
+class HashJob(Job):
+    """Hashing files with one of the image-hash methods: rows ``[path, hash, error]``."""
+
+    columns = ("path", "hash", "error")
+    owner = "the hash table's"
+    chunk_size = 64
+
+    def __init__(self, method_name):
+        self.method = method_name
+        self.name = f"{method_name} hashing"
+
+    def identity(self):
+        return {"method": self.method}
+
+    def worker(self, threads=None):
+        return _Hasher(METHODS[self.method])
+
+
+class _Hasher:
+    def __init__(self, hasher):
+        self.hasher = hasher
+
+    def batches(self, paths):
+        for i in range(0, len(paths), 64):  # a progress step every 64 files
+            yield [[p, *_hash_one(self.hasher, p)] for p in paths[i:i + 64]]
+
+
+class EmbedJob(Job):
+    """CNN embeddings of a pretrained backbone: rows ``[path, hash, error]``, the hash the embedding as text."""
+
+    columns = ("path", "hash", "error")
+    owner = "the embeddings'"
+    chunk_size = 32
+
+    def __init__(self, backbone=DEFAULT_BACKBONE, device="auto"):
+        self.backbone = backbone
+        self.device = device
+        self.name = f"{backbone} embeddings"
+
+    def identity(self):
+        return {"backbone": self.backbone}
+
+    def worker(self, threads=None):
+        from ..classify import ImageModel
+        from ..backbones import default_preprocessing
+        from ..models import build_model
+
+        model = build_model(self.backbone, num_classes=2)  # the backbone with its last layer removed
+        return _Embedder(ImageModel(model.backbone, default_preprocessing(self.backbone), self.device, 32, threads))
+
+
+class _Embedder:
+    def __init__(self, model):
+        self.model = model
+
+    def batches(self, paths):
+        for batch in self.model.outputs(paths):
+            yield [[str(p), base64.b64encode(out.numpy().astype(np.float32).tobytes()).decode("ascii"), None]
+                   if out is not None else [str(p), None, error] for p, out, error in batch]
+
 
 class HashCache:
-    """A small SQLite table of hashes keyed on (method, path, size, modification time).
+    """A small SQLite table of hashes keyed on (method, path) and the file's stamp.
 
-    An edited or replaced file has another size or time and is hashed again; a file
-    that did not change is read from the table. Safe to delete at any time.
+    The stamp is size, modification time, inode and change time: ``cp -p``, ``rsync -a``
+    and ``unzip`` restore a replaced file's size and modification time, but not its inode
+    or change time, so a replaced file is hashed again. A second process using the same
+    cache waits up to 30 s for it (write-ahead log), as the Rekognition result store does.
+    Safe to delete at any time.
     """
 
     def __init__(self, path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("CREATE TABLE IF NOT EXISTS hashes (method TEXT, path TEXT, size INTEGER, "
-                        "mtime INTEGER, hash TEXT, PRIMARY KEY (method, path))")
+        self.db = sqlite3.connect(str(self.path), timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS file_hashes (method TEXT, path TEXT, size INTEGER, "
+                        "mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER, hash TEXT, PRIMARY KEY (method, path))")
+        self.db.commit()
 
     def get(self, method, stamps):
-        """Cached hashes for ``stamps`` (``path -> (size, mtime)``), as ``path -> hash``."""
-        rows = self.db.execute("SELECT path, size, mtime, hash FROM hashes WHERE method = ?", (method,))
-        return {p: h for p, s, m, h in rows if stamps.get(p) == (s, m)}
+        """Cached hashes for ``stamps`` (``path key -> stamp``, see :func:`file_stamp`), as ``path key -> hash``."""
+        rows = self.db.execute("SELECT path, size, mtime_ns, inode, ctime_ns, hash FROM file_hashes "
+                               "WHERE method = ?", (method,))
+        return {p: h for p, *stamp, h in rows if stamps.get(p) == tuple(stamp)}
 
     def put(self, method, rows):
-        """Store ``(path, size, mtime, hash)`` rows."""
-        self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
-                            [(method, p, s, m, h) for p, s, m, h in rows])
-        self.db.commit()
+        """Store ``(path key, stamp, hash)`` rows."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [(method, p, *stamp, h) for p, stamp, h in rows])
 
     def close(self):
         self.db.close()
 
 
-def _stamp(path):
+def file_stamp(path):
+    """``(size, mtime_ns, inode, ctime_ns)`` of a file, or ``None`` when it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns)
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def _hash_one(hasher, path):
-    """``(hash, error)`` for one file; unreadable files get the reason instead of a hash."""
+    """``(hash, error)`` for one file; unreadable files get the reason instead of a hash (``None``: none)."""
     import warnings
 
     from PIL import Image
@@ -214,84 +418,63 @@ def _hash_one(hasher, path):
         with warnings.catch_warnings():
             # load_image refuses images over the limit with an error row; Pillow's warning adds nothing
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = load_image(path, min_size=getattr(hasher, "decode_size", None))
-        return hasher.encode(img), ""
+            img = load_image(path, min_size=hasher.decode_size)
+        return hasher.encode(img), None
     except ImageLoadError as exc:
-        return "", str(exc)
+        return None, str(exc)
 
 
-def _hash_task(args):
-    method, path = args
-    return _hash_one(HASHERS[method](), path)
-
-
-def _hash_rows(method):
-    """For a Ray worker: a function from a list of paths to ``[path, hash, error]`` rows."""
-    hasher = HASHERS[method]()
-    return lambda paths: [[p, *_hash_one(hasher, p)] for p in paths]
-
-
-def _hash_on_ray(todo, method, address, workers):
-    """``(hash, error)`` per path of ``todo``, hashed by Ray workers (same code, same rows)."""
-    from functools import partial
-
-    from ..ray_engine import map_paths
-
-    for frame in map_paths(todo, partial(_hash_rows, method), ["path", "hash", "error"], address=address,
-                           workers=workers, chunk_size=256):
-        yield from zip(frame["hash"], frame["error"])
-
-
-def hash_files(paths, method="phash", cache=None, progress=True, workers=1, engine="local", address=None):
+def hash_files(paths, method="phash", cache=None, progress=True, workers=None, engine="local", address=None,
+               backbone=DEFAULT_BACKBONE):
     """Hash each file; return a DataFrame with one row per path: ``path, hash, error``.
 
     ``paths`` is a list of files (use :func:`imgasdata.images.expand_inputs` for
-    folders). ``method`` is ``exact`` (SHA-256 of the decoded pixels) or a
-    perceptual hash (``dhash``, ``whash``, ``ahash``: 64 bits as 16 hex digits;
-    ``phash``: 32 hex digits, the pHash then the dHash of the same decoding). ``cache`` is a path to an SQLite file (created when missing): files
-    whose path, size and modification time are in it are not decoded again.
-    Unreadable files have an empty ``hash`` and the reason in ``error``.
-    ``workers`` > 1 decodes in that many processes. The rows depend only on the
-    paths given, so chunks can be hashed anywhere and concatenated: with
-    ``engine="ray"`` they are, by ``workers`` Ray workers (default: one per CPU of
-    the cluster at ``address``; files must be readable under the same paths there).
+    folders). ``method`` is one of :data:`METHODS`: ``exact`` (SHA-256 of the decoded
+    pixels), a perceptual hash (``dhash``, ``whash``, ``ahash``: 64 bits as 16 hex digits;
+    ``phash``: 32 hex digits, the pHash then the dHash of the same decoding) or ``cnn``
+    (the embedding of ``backbone`` as base64 float32 text). ``cache`` is a path to an
+    SQLite file (created when missing): files whose stamp (size, times, inode) is in it are
+    not decoded again. Unreadable files have an empty ``hash`` and the reason in ``error``.
+    Hashing is a job of :func:`imgasdata.jobs.run_job`: ``engine`` ``local`` or ``ray``
+    (the cluster at ``address``), ``workers`` worker processes (local default: 2 once there
+    are more than 64 files; Ray: one per CPU); the rows are the same on every engine.
     """
-    if method not in HASHERS:
-        raise SettingsError(f"hash_files knows the methods {', '.join(HASHERS)}; got {method!r}")
-    if engine not in ("local", "ray"):
-        raise SettingsError(f"engine must be 'local' or 'ray', got {engine!r}")
-    hasher = HASHERS[method]()
-    key = getattr(hasher, "cache_key", method)
-    paths = [str(p) for p in paths]
-    stamps = {p: _stamp(p) for p in paths}
+    record = get_method(method)
+    if cache and not record.takes_cache:
+        raise SettingsError(f"The {method} method keeps no hash cache; leave out --cache (or use --no-cache)")
+    if engine_name(engine) != "local" and not record.takes_engine:
+        raise SettingsError(f"The {method} method runs on this machine only; leave out --engine")
+    check_workers(workers)
+    texts = [str(p) for p in paths]
+    keys = [path_key(p) for p in paths]
+    stamps = {k: file_stamp(p) for k, p in zip(keys, texts)}
     store = HashCache(cache) if cache else None
-    known = store.get(key, stamps) if store else {}
-    todo = [p for p in paths if p not in known]
-    results, fresh = {}, []
-    pool = None
-    if engine == "ray" and todo:
-        done = _hash_on_ray(todo, method, address, workers)
-    elif (2 if workers is None else workers) > 1 and len(todo) > 200:
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(int(workers or 2))
-        done = pool.map(_hash_task, [(method, p) for p in todo], chunksize=64)
-    else:
-        done = (_hash_one(hasher, p) for p in todo)
-    for p, (h, err) in zip(todo, progress_bar(done, total=len(todo), desc=f"{method} hashing", unit="img",
-                                              enabled=progress and bool(todo))):
-        results[p] = (h, err)
-        if h and stamps[p] is not None:
-            fresh.append((p, *stamps[p], h))
-        if store and len(fresh) >= 2000:  # saved as it goes, so an interrupted run resumes
-            store.put(key, fresh)
+    key = record.cache_key(backbone)
+    try:
+        known = store.get(key, stamps) if store else {}
+        todo = [(p, k) for p, k in zip(texts, keys) if k not in known]
+        results = {}
+        bar = progress_bar(total=len(todo), desc=f"{method} hashing", unit="img", enabled=progress and bool(todo))
+        job = record.job(backbone)
+        if workers is None and engine_name(engine) == "local" and isinstance(job, HashJob):
+            workers = 2  # decoding is the whole job: two processes keep two cores busy
+        position = 0
+        for batch in job_rows(job, [p for p, _ in todo], engine, workers, address):
             fresh = []
-    if pool:
-        pool.shutdown()
-    if store:
-        store.put(key, fresh)
-        store.close()
-    rows = [(p, known[p], "") if p in known else (p, *results[p]) for p in paths]
+            for row in batch:
+                p, k = todo[position]
+                position += 1
+                results[k] = (row[1] or "", row[2] or "")
+                if row[1] and stamps[k] is not None:
+                    fresh.append((k, stamps[k], row[1]))
+            if store and fresh:  # saved as it goes, so an interrupted run resumes
+                store.put(key, fresh)
+            bar.update(len(batch))
+        bar.close()
+    finally:
+        if store:
+            store.close()
+    rows = [(path_text(p), known[k], "") if k in known else (path_text(p), *results[k]) for p, k in zip(texts, keys)]
     return pd.DataFrame(rows, columns=["path", "hash", "error"])
 
 
@@ -313,16 +496,8 @@ def near_pairs(hashes, method="phash", threshold=None, other=None):
     threshold (default 10) is kept only if its dHashes are within the threshold
     plus :data:`CONFIRM_MARGIN` too.
     """
-    threshold = _threshold(method, threshold)
-    codes = hashes_to_array(hashes)
-    oth = None if other is None else hashes_to_array(other)
-    pairs = find_pairs(codes, threshold, oth)
-    if method == "phash" and len(pairs):
-        check = hashes_to_array(hashes, 1)
-        check_other = check if other is None else hashes_to_array(other, 1)
-        d = np.bitwise_count(check[pairs["i"].to_numpy()] ^ check_other[pairs["j"].to_numpy()])
-        pairs = pairs[d <= threshold + CONFIRM_MARGIN].reset_index(drop=True)
-    return pairs
+    record = get_method(method)
+    return record.pairs(list(hashes), record.check_threshold(threshold), None if other is None else list(other))
 
 
 # --- search without comparing all pairs -----------------------------------------------------
@@ -420,20 +595,19 @@ def _cosine_pairs(emb, threshold, other=None, chunk=1024):
     return pd.DataFrame({"i": pairs[:, 0], "j": pairs[:, 1], "distance": np.round(dist, 6)})
 
 
-def embed_files(paths, backbone="efficientnet_lite0", progress=True):
+def embed_files(paths, backbone=DEFAULT_BACKBONE, progress=True):
     """CNN embeddings of the pretrained backbone (ImageNet weights): ``(N x D array, errors)``.
 
-    Uses :func:`imgasdata.batches.extract_features`; rows of unreadable files are NaN
-    and ``errors`` maps their positions to the reason.
+    Rows of unreadable files are NaN and ``errors`` maps their positions to the reason.
     """
-    from ..backbones import default_preprocessing
-    from ..batches import extract_features
-    from ..models import build_model
-
-    model = build_model(backbone, num_classes=2)  # the backbone with its last layer removed
-    feats, errors = extract_features(model.backbone, [str(p) for p in paths], default_preprocessing(backbone),
-                                     progress=progress)
-    return feats.numpy(), errors
+    table = hash_files(paths, "cnn", progress=progress, backbone=backbone)
+    ok = (table["error"] == "").to_numpy()
+    if not ok.any():
+        raise DataError(f"None of the {len(table)} images could be read; first error: {table['error'].iloc[0]}")
+    good = CnnEmbedding.decode(table.loc[ok, "hash"])
+    emb = np.full((len(table), good.shape[1]), np.nan, dtype=np.float32)
+    emb[ok] = good
+    return emb, {i: e for i, e in enumerate(table["error"]) if e}
 
 
 # --- grouping -------------------------------------------------------------------------------
@@ -449,28 +623,14 @@ def _groups(n, pairs):
 
 def _compute_pairs(table, method, threshold, backbone, progress, other=None):
     """Pairs among the readable rows of ``table`` (or between ``table`` and ``other``)."""
-    if method == "exact":
-        right = table if other is None else other
-        merged = table.reset_index().merge(right.reset_index(), on="hash", suffixes=("_i", "_j"))
-        if other is None:
-            merged = merged[merged["index_i"] < merged["index_j"]]
-        return pd.DataFrame({"i": merged["index_i"].to_numpy(), "j": merged["index_j"].to_numpy(),
-                             "distance": 0})
-    if method == "cnn":
-        emb = np.stack(table["hash"].to_numpy())
-        oth = None if other is None else np.stack(other["hash"].to_numpy())
-        return _cosine_pairs(emb, threshold, oth)
-    return near_pairs(table["hash"].tolist(), method, threshold, None if other is None else other["hash"].tolist())
+    return get_method(method).pairs(table["hash"].tolist(), threshold,
+                                             None if other is None else other["hash"].tolist())
 
 
-def _hash_table(paths, method, cache, backbone, progress, workers=1, engine="local", address=None):
-    """Rows ``path, hash, error``; for ``cnn`` the hash column holds embedding vectors."""
-    if method != "cnn":
-        return hash_files(paths, method, cache=cache, progress=progress, workers=workers, engine=engine,
-                          address=address)
-    emb, errors = embed_files(paths, backbone, progress=progress)
-    return pd.DataFrame({"path": [str(p) for p in paths], "hash": list(emb),
-                         "error": [errors.get(i, "") for i in range(len(paths))]})
+def _hash_table(paths, method, cache, backbone, progress, workers=None, engine="local", address=None):
+    """Rows ``path, hash, error`` (:func:`hash_files`)."""
+    return hash_files(paths, method, cache=cache, progress=progress, workers=workers, engine=engine,
+                      address=address, backbone=backbone)
 
 
 #: Which image of a duplicate group is kept: the one with the most pixels (then the most
@@ -535,8 +695,8 @@ def group_around_kept(paths, pairs, keep="largest"):
     return kept, dist
 
 
-def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone="efficientnet_lite0",
-                    progress=True, workers=1, engine="local", address=None, keep="largest"):
+def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=DEFAULT_BACKBONE,
+                    progress=True, workers=None, engine="local", address=None, keep="largest"):
     """Group duplicate images; return one row per file.
 
     ``paths`` are files and/or folders (searched recursively). ``method`` is
@@ -583,14 +743,14 @@ def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=
     component = out["component"].fillna(-1 - out.index.to_series())  # unreadable files: their own
     out["cluster"] = out.groupby(component)["group"].transform("min").astype(int)
     out["duplicate"] = (out["kept"] != "") & (out["kept"] != out["path"])
-    if method == "cnn":
+    if not METHODS[method].hash_in_table:
         out["hash"] = ""  # embeddings are not written to a CSV
     cols = ["path", "group", "kept", "duplicate", "distance", "group_size", "cluster", "hash", "error"]
     return out[cols].sort_values("path").reset_index(drop=True)
 
 
 def find_cross_duplicates(reference, query, method="phash", threshold=None, cache=None,
-                          backbone="efficientnet_lite0", progress=True, workers=1, engine="local", address=None):
+                          backbone=DEFAULT_BACKBONE, progress=True, workers=None, engine="local", address=None):
     """Images of ``query`` (e.g. a test set) with a near-duplicate in ``reference`` (e.g. the training set).
 
     Returns one row per file of ``query``: ``path``, ``match`` (the closest
