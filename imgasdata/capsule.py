@@ -288,7 +288,7 @@ def write_summary(results):
     table = summarize(results)
     results = Path(results)
     _replace(results / SUMMARY, table.to_csv(index=False))
-    shown = table.drop(columns=["source"]).fillna("")
+    shown = table.drop(columns=["source"]).astype(object).fillna("")
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     _replace(results / "summary.md", "# Replication summary\n\n" + "\n".join(lines) + "\n")

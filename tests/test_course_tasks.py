@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from imgasdata.grid import diverged
 from imgasdata import datasets, sample_data, train
 from imgasdata.prepare import agreement, dedup, labels, split
 
@@ -89,7 +90,7 @@ def test_emotion_label_is_not_learned_where_the_symbol_is(data):
     # than always answering "negative" (measured: 0.667 = the baseline, recall 0).
     df = datasets.load_dataset(data["binary"], seed=0)
     means = labels.make_labels(pd.read_csv(SHEET), "mean", ["enthusiasm"])
-    score = {Path(p).relative_to("binary").as_posix(): v for p, v in zip(means["image"], means["enthusiasm"])}
+    score = {Path(p).relative_to("binary").as_posix(): v for p, v in zip(means["path"], means["enthusiasm"])}
     rel = df["path"].map(lambda p: Path(p).relative_to(data["binary"]).as_posix())
     emotion_df = df.assign(label=np.where(rel.map(score) >= 2, "positive", "negative"))
     test = emotion_df[emotion_df["split"] == "test"]
@@ -111,9 +112,8 @@ def test_planted_copies_leak_into_a_plain_split_but_not_a_grouped_one(data, tmp_
     groups = dedup.find_duplicates([root / "binary", root / "leak_copies"], threshold=10, progress=False)
     across = {}
     for name, kw in (("plain", {}), ("grouped", {"groups": groups})):
-        manifest, _ = split.split_dataset(task, tmp_path / name, image_column="image", val=0.15, test=0.15,
-                                          seed=0, base=root, **kw)
-        where = dict(zip(manifest["image"], manifest["split"]))
+        manifest, _ = split.split_dataset(task, tmp_path / name, val=0.15, test=0.15, seed=0, base=root, **kw)
+        where = {Path(s).relative_to(root.resolve()).as_posix(): sp for s, sp in zip(manifest["source"], manifest["split"])}
         across[name] = sum({where["leak_copies/" + c], where["binary/" + o]} == {"train", "test"}
                            for c, o in zip(copies["path"], copies["original"]))
     assert across["plain"] >= 3  # measured 9 of 30
@@ -121,10 +121,9 @@ def test_planted_copies_leak_into_a_plain_split_but_not_a_grouped_one(data, tmp_
 
 
 def test_notebook_03_failure_rule_flags_the_too_large_learning_rate(data):
-    # Notebook 03's rule: a run failed if its training loss after epoch 1 rose above ln 2.
+    # Notebook 03's rule (grid.diverged): a run failed if its training loss after epoch 1 rose above ln 2.
     def failed(run):
-        loss = run.history.loc[run.history["phase"] == "train", "loss"].to_numpy()[1:]
-        return not np.isfinite(loss).all() or loss.max() > np.log(2)
+        return diverged(run.history, len(run.classes))
 
     assert not failed(train.train(data["binary"], mode="head", epochs=15, seed=0, progress=False))
     assert failed(train.train(data["binary"], mode="head", epochs=15, lr=0.5, batch_size=1, seed=0, progress=False))

@@ -337,13 +337,13 @@ def test_train_and_predict_take_the_same_reports(photos, tmp_path, monkeypatch, 
     report.to_csv("dups_flat.csv", index=False)
 
     class Run:
-        manifest = {"best_epoch": 1, "epochs_run": 1, "mode": "head"}
+        best_epoch, epochs_run, settings = 1, 1, type("Settings", (), {"mode": "head"})
         metrics = {}
         run_dir = "RUN"
 
     monkeypatch.setattr(imgasdata.train, "train", lambda data, out, **kw: seen.setdefault("train", data) is not None
                         and Run())
-    monkeypatch.setattr("imgasdata.metrics.summary_table", lambda m: pd.DataFrame())
+    monkeypatch.setattr("imgasdata.metrics.format_summary", lambda m: "")
     assert main(["train", "flat", "--out", "RUN", "--exclude", "dups_flat.csv", "--split", "0.5", "0.25", "0.25"]) == 0
     assert "1 image(s) left out by --exclude" in capsys.readouterr().out
     assert len(seen["train"]) == 13 and not seen["train"]["path"].str.endswith("cat_00_small.jpg").any()
