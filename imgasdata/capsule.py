@@ -224,6 +224,26 @@ def _new_images(what):
     return read
 
 
+def _table_value(prefix, file, where, column, n=None):
+    """Reader of one cell of a CSV a notebook wrote: the row matching ``where`` (``{column: value}``).
+
+    ``n`` names the column holding the number of images behind a proportion, or is a number.
+    """
+    def read(results):
+        import pandas as pd
+
+        table = pd.read_csv(_notebook_dir(results, prefix) / file)
+        rows = table
+        for key, value in where.items():
+            rows = rows[rows[key].astype(str) == str(value)]
+        if len(rows) != 1:
+            raise KeyError(f"{file} has {len(rows)} rows where {where}")
+        row = rows.iloc[0]
+        size = int(row[n]) if isinstance(n, str) else n
+        return float(row[column]), size
+    return read
+
+
 #: The summary, one record per number. Book figures as printed: Table 3 (protest vs
 #: Rekognition's "Crowd"), Table 4 (John Legend vs Rekognition's celebrity match), Table 6
 #: (the protest grid's best run, accuracy 1.00 on the images that chose it).
@@ -250,16 +270,39 @@ QUANTITIES = [
              "best_run/manifest.json; book Table 6: batch size 1"),
     Quantity("03", "chosen_momentum", "setting", _run_setting("03_", "best_run", "momentum"), 0.9,
              "best_run/manifest.json; book Table 6: momentum 0.9"),
+    Quantity("03", "emotion_test_accuracy", "proportion",
+             _run_metric("03_", "emotion_enthusiasm", "test", "accuracy"), None,
+             "the evoked-emotion model (the book's negative result): about the share of 'negative' test images"),
+    Quantity("03", "emotion_test_recall", "proportion", _run_metric("03_", "emotion_enthusiasm", "test", "recall"),
+             None, "the evoked-emotion model's recall: near 0, a model near chance on a subjective label"),
     Quantity("04", "test_accuracy", "proportion", _run_metric("04_", "best_run", "test", "accuracy"), None,
              "best_run/metrics.json"),
     Quantity("04", "test_f1_macro", "proportion", _run_metric("04_", "best_run", "test", "f1"), None,
              "best_run/metrics.json (macro average over the classes)"),
+    *[Quantity("01", f"dedup_{measure}_{transform}", "proportion",
+               _table_value("01_", "dedup_scores.csv", {"transform": transform}, measure,
+                            "found_pairs" if measure == "precision" else "true_pairs"), None,
+               f"dedup_scores.csv: planted {transform} copies at the notebook's threshold")
+      for transform in ("jpeg70", "resize50", "crop5", "watermark") for measure in ("precision", "recall")],
+    *[Quantity("01", f"leaked_pairs_{kind.split()[0]}", "count",
+               _table_value("01_", "leakage.csv", {"split": kind}, "planted_pairs_train_test"), None,
+               f"leakage.csv: planted copies on the other side of train/test, {kind}")
+      for kind in ("plain split", "grouped split")],
     Quantity("05", "new_images_accuracy", "proportion", _new_images("accuracy"), None,
              "predictions.csv against data/new_images_truth.csv"),
     Quantity("05", "predicted_positive_share", "proportion", _new_images("predicted_share"), None,
              "classify-and-count prevalence on the shifted new images"),
     Quantity("05", "true_positive_share", "proportion", _new_images("true_share"), None,
              "the truth the estimate is compared with"),
+    *[Quantity("06", f"prevalence_{method}", "proportion",
+               _table_value("06_", "estimate.csv", {"group": "all", "class": "positive", "method": method},
+                            "estimate", "n_gold"), None,
+               f"estimate.csv: the share of positive new images, {method}")
+      for method in ("classify_and_count", "corrected", "ppi")],
+    *[Quantity("06", f"coverage_{method}", "proportion",
+               _table_value("06_", "coverage.csv", {"method": method}, "coverage"), None,
+               f"coverage.csv: how often the 95 % interval covered the truth, {method}")
+      for method in ("classify_and_count", "corrected", "ppi")],
 ]
 
 
