@@ -283,7 +283,7 @@ QUANTITIES = [
                _table_value("01_", "dedup_scores.csv", {"transform": transform}, measure,
                             "found_pairs" if measure == "precision" else "true_pairs"), None,
                f"dedup_scores.csv: planted {transform} copies at the notebook's threshold")
-      for transform in ("jpeg70", "resize50", "crop5", "watermark") for measure in ("precision", "recall")],
+      for transform in ("jpeg70", "resize50", "crop5", "watermark", "flip") for measure in ("precision", "recall")],
     *[Quantity("01", f"leaked_pairs_{kind.split()[0]}", "count",
                _table_value("01_", "leakage.csv", {"split": kind}, "planted_pairs_train_test"), None,
                f"leakage.csv: planted copies on the other side of train/test, {kind}")

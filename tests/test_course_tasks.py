@@ -7,6 +7,7 @@ in head mode (a frozen backbone: seconds on a CPU).
 """
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -107,13 +108,19 @@ def test_planted_copies_leak_into_a_plain_split_but_not_a_grouped_one(data, tmp_
     root = data["binary"].parent
     binary = pd.read_csv(root / "binary" / "labels.csv")
     copies = pd.read_csv(root / "leak_copies" / "copies.csv")
-    task = pd.concat([pd.DataFrame({"image": "binary/" + binary["path"], "label": binary["label"]}),
-                      pd.DataFrame({"image": "leak_copies/" + copies["path"], "label": copies["label"]})])
+    task = pd.concat([pd.DataFrame({"path": "binary/" + binary["path"], "label": binary["label"]}),
+                      pd.DataFrame({"path": "leak_copies/" + copies["path"], "label": copies["label"]})])
     groups = dedup.find_duplicates([root / "binary", root / "leak_copies"], threshold=10, progress=False)
     across = {}
     for name, kw in (("plain", {}), ("grouped", {"groups": groups})):
         manifest, _ = split.split_dataset(task, tmp_path / name, val=0.15, test=0.15, seed=0, base=root, **kw)
+<<<<<<< HEAD
         where = {Path(s).relative_to(root.resolve()).as_posix(): sp for s, sp in zip(manifest["source"], manifest["split"])}
+=======
+        # the manifest's source is the labelled file (absolute); its split is where it went
+        where = {Path(os.path.relpath(s, root)).as_posix(): sp
+                 for s, sp in zip(manifest["source"], manifest["split"])}
+>>>>>>> nbfix
         across[name] = sum({where["leak_copies/" + c], where["binary/" + o]} == {"train", "test"}
                            for c, o in zip(copies["path"], copies["original"]))
     assert across["plain"] >= 3  # measured 9 of 30
