@@ -114,13 +114,9 @@ def test_planted_copies_leak_into_a_plain_split_but_not_a_grouped_one(data, tmp_
     across = {}
     for name, kw in (("plain", {}), ("grouped", {"groups": groups})):
         manifest, _ = split.split_dataset(task, tmp_path / name, val=0.15, test=0.15, seed=0, base=root, **kw)
-<<<<<<< HEAD
-        where = {Path(s).relative_to(root.resolve()).as_posix(): sp for s, sp in zip(manifest["source"], manifest["split"])}
-=======
         # the manifest's source is the labelled file (absolute); its split is where it went
         where = {Path(os.path.relpath(s, root)).as_posix(): sp
                  for s, sp in zip(manifest["source"], manifest["split"])}
->>>>>>> nbfix
         across[name] = sum({where["leak_copies/" + c], where["binary/" + o]} == {"train", "test"}
                            for c, o in zip(copies["path"], copies["original"]))
     assert across["plain"] >= 3  # measured 9 of 30
