@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lazy_loader as lazy
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import MissingFileError, UserError
+
+# pandas loads on first use: building the command line's parser must not wait ~1 s for it.
+pd = lazy.load("pandas")
 
 #: File endings treated as images when listing a folder.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")

@@ -116,7 +116,6 @@ def labelled_images(data):
     its images), or a dataset folder/CSV (its ``test`` split).
     """
     from .datasets import SPLITS, load_dataset, read_class_folders
-    from .metrics import classification_metrics  # scikit-learn: only evaluate needs it
 
     data = Path(data)
     if data.is_dir() and not any((data / s).is_dir() for s in SPLITS):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from imgasdata.labelling.estimate import estimate, prevalence
-from imgasdata.labelling.label_issues import find_issues, label_issues
+from imgasdata.labelling.label_issues import find_issues
 from imgasdata.labelling.suggest import COLUMNS, STRATEGIES, cold_start, rank, suggest
 from test_cli import assert_one_line_error, run_cli
 

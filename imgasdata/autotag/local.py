@@ -28,20 +28,23 @@ is the one table of taggers, from which the command line builds its choices.
 
 from __future__ import annotations
 
-import math
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import lazy_loader as lazy
 import numpy as np
-import pandas as pd
 
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, MissingFileError, SettingsError, UserError, require
 from ..images import list_images, load_image
 from ..jobs import Job, check_engine, run_job
+
+# pandas loads on first use: building the command line's parser must not wait ~1 s for it.
+pd = lazy.load("pandas")
 
 IMAGENET_COLUMNS = ["image", "label", "confidence", "rank", "model_version", "error"]
 FACE_COLUMNS = ["image", "label", "confidence", "face", "person", "distance", "detector_score", "box_left",
@@ -164,8 +167,8 @@ class ImagenetTagger(_Tagger):
 
     def __init__(self, k=5, backbone=DEFAULT_BACKBONE, weights="imagenet", min_confidence=0.0, batch_size=16,
                  device="auto", threads=None):
-        from ..classify import ImageModel
         from ..backbones import default_preprocessing, imagenet_classes
+        from ..classify import ImageModel
         from ..models import imagenet_model
 
         self.names = imagenet_classes(backbone)

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
+import lazy_loader as lazy
 
 from ..errors import MissingFileError, SettingsError, UserError, require
 from ..images import MAX_PIXELS, expand_inputs
@@ -56,9 +56,23 @@ from ..paths import path_text
 from ..progress import progress as progress_bar
 from ..settings import Interval
 from .store import ResultStore, answer_key, run_ended, run_started, scrub
-from .tidy import (CELEBRITY_COLUMNS, FACE_COLUMNS, LABEL_COLUMNS, MODERATION_COLUMNS, TEXT_COLUMNS,
-                   book_celebrities, book_labels, tidy_celebrities, tidy_faces, tidy_labels, tidy_moderation,
-                   tidy_text)
+from .tidy import (
+    CELEBRITY_COLUMNS,
+    FACE_COLUMNS,
+    LABEL_COLUMNS,
+    MODERATION_COLUMNS,
+    TEXT_COLUMNS,
+    book_celebrities,
+    book_labels,
+    tidy_celebrities,
+    tidy_faces,
+    tidy_labels,
+    tidy_moderation,
+    tidy_text,
+)
+
+# pandas loads on first use: building the command line's parser must not wait ~1 s for it.
+pd = lazy.load("pandas")
 
 MAX_BYTES = 5 * 1024 * 1024  # images passed as bytes (not from S3)
 MIN_SIDE = 80

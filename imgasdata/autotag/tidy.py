@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
+import lazy_loader as lazy
 
 from ..errors import DataError
+
+# pandas loads on first use: building the command line's parser must not wait ~1 s for it.
+pd = lazy.load("pandas")
 
 UNREPORTED = "unreported"
 

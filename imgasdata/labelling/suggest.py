@@ -28,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import lazy_loader as lazy
 import numpy as np
-import pandas as pd
 
+from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, MissingFileError, SettingsError
 from ..paths import path_key, path_text
-from ..backbones import DEFAULT_BACKBONE
+
+# pandas loads on first use: building the command line's parser must not wait ~1 s for it.
+pd = lazy.load("pandas")
 
 COLUMNS = ["path", "rank", "strategy", "predicted", "probability", "score", "error"]
 

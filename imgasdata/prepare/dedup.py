@@ -40,8 +40,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import lazy_loader as lazy
 import numpy as np
-import pandas as pd
 
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, SettingsError
@@ -49,6 +49,9 @@ from ..images import ImageLoadError, expand_inputs, load_image
 from ..jobs import Job, check_workers, engine_name, job_rows
 from ..paths import path_key, path_text
 from ..progress import progress as progress_bar
+
+# pandas loads on first use: building the command line's parser must not wait ~1 s for it.
+pd = lazy.load("pandas")
 
 #: ``phash`` pairs are kept only if their dHashes (computed from the same decoding) are
 #: within the pHash threshold plus this many bits. pHash alone, past 8 bits, pairs
@@ -346,8 +349,8 @@ class EmbedJob(Job):
         return {"backbone": self.backbone}
 
     def worker(self, threads=None):
-        from ..classify import ImageModel
         from ..backbones import default_preprocessing
+        from ..classify import ImageModel
         from ..models import build_model
 
         model = build_model(self.backbone, num_classes=2)  # the backbone with its last layer removed

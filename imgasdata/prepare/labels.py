@@ -135,8 +135,8 @@ def _classes(values, column, rule, positive):
     if nums is not None and set(nums.unique()) <= {0, 1}:
         yes = positive or (None if column in GENERIC else str(column))
         if yes is None:
-            raise DataError(f"The answers are 0/1 without the name of what 1 means; give it with --positive NAME "
-                            f"(e.g. --positive protest), so the classes are NAME and not NAME")
+            raise DataError("The answers are 0/1 without the name of what 1 means; give it with --positive NAME "
+                            "(e.g. --positive protest), so the classes are NAME and not NAME")
         return values.map(lambda v: "" if pd.isna(v) else (yes if float(v) == 1 else f"not {yes}")), yes
     answers = values.map(_answer)
     if positive is not None:
