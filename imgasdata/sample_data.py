@@ -743,7 +743,7 @@ def build_sample_data(out_dir, seed=0, n_per_class=100, n_per_group=24, n_new=40
 
     # Plan everything before writing anything, so a request that cannot be met
     # (ValueError) leaves out_dir untouched.
-    if build["binary"] or build["multiclass"] or build["new_images"]:
+    if build["binary"] or build["multiclass"] or build["new_images"] or build["leak_copies"]:
         table = _emoji_table()
     if build["binary"] or build["new_images"] or build["leak_copies"]:
         # The new images must be disjoint from the binary task, so both come from

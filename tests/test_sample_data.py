@@ -217,6 +217,19 @@ def test_existing_complete_dataset_is_kept_incomplete_is_rebuilt(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_missing_leak_copies_folder_is_built_beside_kept_datasets(tmp_path):
+    # a data/ folder from before leak_copies/ existed: only the copies are added, of the kept binary/
+    out = tmp_path / "data"
+    build_sample_data(out, seed=0, **SMALL)
+    before = {p: p.read_bytes() for p in (out / "binary").rglob("*.png")}
+    import shutil
+
+    shutil.rmtree(out / "leak_copies")
+    build_sample_data(out, seed=0, **SMALL)
+    assert (out / "leak_copies" / ".complete").is_file()
+    assert {p: p.read_bytes() for p in (out / "binary").rglob("*.png")} == before
+
+
 def test_new_images_stay_disjoint_from_a_kept_binary_folder(tmp_path):
     # binary/ built with seed 0 is kept; new_images/ rebuilt with seed 1 must still
     # avoid every emoji that binary/ really holds.
