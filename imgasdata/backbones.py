@@ -53,7 +53,11 @@ def download_failures():
     except ImportError:
         pass
     try:
-        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+        )
 
         found += [EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError]
     except ImportError:

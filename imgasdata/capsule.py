@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import DataError, MissingFileError, UserError
+from .outputs import write_atomically, write_csv
 
 #: The repository that holds this package (for the default reference and the git commit).
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -330,11 +331,11 @@ def write_summary(results):
     """Write ``summary.csv`` and ``summary.md`` into ``results``; returns the table."""
     table = summarize(results)
     results = Path(results)
-    _replace(results / SUMMARY, table.to_csv(index=False))
+    write_csv(table, results / SUMMARY)
     shown = table.drop(columns=["source"]).astype(object).fillna("")
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    _replace(results / "summary.md", "# Replication summary\n\n" + "\n".join(lines) + "\n")
+    write_atomically(results / "summary.md", "# Replication summary\n\n" + "\n".join(lines) + "\n")
     return table
 
 
@@ -342,13 +343,6 @@ def _fmt(value):
     if isinstance(value, float):
         return f"{value:.4f}".rstrip("0").rstrip(".") if not math.isnan(value) else ""
     return str(value)
-
-
-def _replace(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- run and check
@@ -388,7 +382,7 @@ def run(results="results", data=None, seed=0, notebooks=(), folder=None, paramet
     if sheet.is_file() and not (data / "annotator_sheet.csv").exists():
         # The committed annotator sheet is part of the sample data (notebook 01 reads it).
         (data / "annotator_sheet.csv").write_bytes(sheet.read_bytes())
-    _replace(results / ENVIRONMENT, json.dumps(environment(data, seed), indent=2) + "\n")
+    write_atomically(results / ENVIRONMENT, json.dumps(environment(data, seed), indent=2) + "\n")
     moved = data != (folder.parent / "data").resolve()
     for nb in find_notebooks(folder, notebooks):
         params = {"seed": seed, **(_data_parameters(nb, data) if moved else {}), **(parameters or {})}

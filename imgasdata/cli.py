@@ -71,8 +71,8 @@ def cmd_grid(a):
 
 def cmd_evaluate(a):
     from .metrics import format_summary
-    from .predict import evaluate
     from .outputs import write_atomically
+    from .predict import evaluate
 
     metrics, preds = evaluate(a.run, a.data, device=a.device, batch_size=a.batch_size)
     print(format_summary({Path(a.data).name or "images": metrics}))
@@ -203,7 +203,12 @@ def build_parser():
     p.add_argument("--no-resume", action="store_true", help="retrain combinations that are already done")
     p.set_defaults(func=cmd_grid)
 
-    from .jobs import add_batch_size_option, add_device_option, add_engine_options, add_resume_options
+    from .jobs import (
+        add_batch_size_option,
+        add_device_option,
+        add_engine_options,
+        add_resume_options,
+    )
 
     p = sub.add_parser("evaluate", help="score a saved run on a folder of labelled images")
     p.add_argument("run")

@@ -65,7 +65,9 @@ def stratified_split(labels, fractions, seed):
     assignment is fixed by ``seed``. Returns a Series of split names with ``labels``'s
     index. The one stratified split of the package (``load_dataset`` and ``prepare.split``).
     """
-    from sklearn.model_selection import train_test_split  # here, not at the top: predict reads datasets
+    from sklearn.model_selection import (
+        train_test_split,  # here, not at the top: predict reads datasets
+    )
 
     labels = pd.Series(labels)
     train_f, val_f, test_f = fractions

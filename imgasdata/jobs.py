@@ -36,7 +36,8 @@ import os
 from pathlib import Path
 
 from .errors import DataError, SettingsError, UserError
-from .paths import path_key, path_text
+from .paths import path_key
+from .rows import checked_rows, clean_rows, keys_in, rows_or_errors
 
 #: The engines; ``torch`` is an older name of ``local``, still accepted.
 ENGINES = ("local", "ray")
@@ -105,58 +106,6 @@ class Job:
         raise NotImplementedError
 
 
-def text_cell(value):
-    """A cell as the CSV writes it: text through :func:`path_text`, NaN and ``None`` as empty."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, str):
-        return path_text(value)  # a non-UTF-8 file name inside an error message too
-    return value
-
-
-def error_row(columns, path, message):
-    """The row of a file that could not be done: its path, the reason in ``error``, every other cell empty."""
-    row = [None] * len(columns)
-    row[0] = path_text(path)
-    row[list(columns).index("error")] = path_text(message)
-    return row
-
-
-def _clean(rows):
-    return [[text_cell(v) for v in row] for row in rows]
-
-
-def _keys_in(rows):
-    """The key cells of ``rows`` in order, each once (a path's rows are together)."""
-    return list(dict.fromkeys(row[0] for row in rows))
-
-
-def _checked(rows, paths, name):
-    """``rows`` after checking that they hold every path's rows in order (a job's contract: else a bug)."""
-    if _keys_in(rows) != [path_text(p) for p in paths]:
-        raise RuntimeError(f"the {name} job's worker must return rows for every path, in order, each row "
-                           "starting with its path")
-    return rows
-
-
-def rows_or_errors(worker, paths, columns, name="job"):
-    """All rows of ``paths`` from ``worker``; the one rule for which exceptions become rows.
-
-    A :class:`UserError` (an unreadable or invalid file the job did not turn into a row
-    itself) costs the chunk a retry path by path, and the path that still raises gets a row
-    with the reason in ``error``. Any other exception is a bug and propagates. Used by every
-    engine, so the rows are the same wherever they were made.
-    """
-    paths = list(paths)
-    try:
-        rows = [row for batch in worker.batches(paths) for row in batch]
-    except UserError as exc:
-        if len(paths) == 1:
-            return [error_row(columns, paths[0], str(exc))]
-        return [row for p in paths for row in rows_or_errors(worker, [p], columns, name)]
-    return _checked(_clean(rows), paths, name)
-
-
 def _in_process(job, worker, paths):
     """Rows of ``paths`` batch by batch from ``worker`` in this process (the job's own batching and prefetching)."""
     start = 0
@@ -164,9 +113,9 @@ def _in_process(job, worker, paths):
         rest = paths[start:]
         try:
             for batch in worker.batches(rest):
-                batch = _clean(batch)
-                n = len(_keys_in(batch))
-                yield _checked(batch, paths[start:start + n], job.name)
+                batch = clean_rows(batch)
+                n = len(keys_in(batch))
+                yield checked_rows(batch, paths[start:start + n], job.name)
                 start += n
             return
         except UserError:
@@ -226,7 +175,7 @@ def _ray_worker(job):
 def job_rows(job, paths, engine="local", workers=None, address=None):
     """Yield the rows of ``paths`` (strings or ``Path``) batch by batch, in input order, on ``engine``.
 
-    Cells are written as the CSV will hold them (:func:`text_cell`); from Ray every cell is text.
+    Cells are written as the CSV will hold them (:func:`imgasdata.rows.text_cell`); from Ray every cell is text.
     """
     engine = engine_name(engine)
     workers = check_workers(workers)
@@ -430,14 +379,14 @@ def run_job(job, inputs, out_csv=None, resume=False, retry_errors=False, engine=
             with out:
                 position = 0
                 for batch in batches:
-                    n = len(_keys_in(batch))
+                    n = len(keys_in(batch))
                     out.write(batch, [path_key(p) for p in todo[position:position + n]])
                     position += n
                     bar.update(n)
         else:
             for batch in batches:
                 rows += batch
-                bar.update(len(_keys_in(batch)))
+                bar.update(len(keys_in(batch)))
     finally:
         bar.close()
     if out is not None:

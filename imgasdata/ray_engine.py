@@ -52,7 +52,7 @@ def cluster_cpus(ray):
 class _RowWorker:
     """One Ray worker process: builds the job's worker once, then turns the chunks it is sent into rows.
 
-    Rows follow :func:`imgasdata.jobs.rows_or_errors`, the runner's one rule: an unreadable
+    Rows follow :func:`imgasdata.rows.rows_or_errors`, the runner's one rule: an unreadable
     or invalid file becomes an error row, a bug raises (and fails the job with its
     traceback, as on one machine). Every cell is sent back as the text the ``csv`` module
     would write, so the caller's CSV is byte for byte the single-machine one.
@@ -69,7 +69,7 @@ class _RowWorker:
 
     def rows(self, paths):
         """The text rows of ``paths`` (file names as bytes: Arrow carries only UTF-8 text)."""
-        from .jobs import rows_or_errors
+        from .rows import rows_or_errors
 
         rows = rows_or_errors(self.worker, [os.fsdecode(p) for p in paths], self.columns)
         return [["" if v is None else str(v) for v in row] for row in rows]
@@ -110,7 +110,7 @@ def _one_by_one(ray, chunk, new_worker, rescuer, columns):
     crashed the process, or the memory ran out); the next path gets another fresh worker.
     ``rescuer`` holds the rescuing worker between calls (killed by the caller at the end).
     """
-    from .jobs import error_row
+    from .rows import error_row
 
     rows = []
     for path in chunk:

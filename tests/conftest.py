@@ -13,6 +13,7 @@ Expensive things are session-scoped:
 from __future__ import annotations
 
 import shutil
+import warnings
 import struct
 import zlib
 from pathlib import Path
@@ -83,6 +84,18 @@ def tiny_dir(pair_dir, tmp_path_factory):
 
 
 # --------------------------------------------------------------------- bad / odd files
+
+
+def run_cli(capsys, *args):
+    """``main(args)`` with warnings silenced; returns ``(exit status, stdout, stderr)``."""
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from imgasdata.cli import main
+
+        code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def _png_chunk(kind, data):

@@ -14,18 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import PAIR
+from conftest import PAIR, run_cli
 from imgasdata.cli import main
-
-
-def run_cli(capsys, *args):
-    """``main(args)`` with warnings silenced; returns ``(exit status, stdout, stderr)``."""
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, command, *needles):

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import PAIR
-from imgasdata.cli import main
+from conftest import PAIR, run_cli
 from imgasdata.mistakes import COLUMNS, mistakes_table
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +62,7 @@ def test_cli_errors_refuses_an_output_among_the_images(capsys, trained_run, misl
     run_dir, _ = trained_run
     before = sorted(p.name for p in mislabelled.rglob("*"))
     code, _, err = run_cli(capsys, "errors", run_dir, mislabelled, "--out", mislabelled / PAIR[0] / "errs")
-    assert code == 2 and "inside the input" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "inside, the input" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in mislabelled.rglob("*")) == before
 
 

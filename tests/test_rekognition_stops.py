@@ -32,7 +32,7 @@ from rekognition_stub import StubRekognition  # noqa: E402
 
 from imgasdata.autotag import rekognition as rk  # noqa: E402
 from imgasdata.autotag.store import ResultStore, scrub  # noqa: E402
-from imgasdata.tables import excel_safe  # noqa: E402
+from imgasdata.outputs import excel_safe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,10 +36,8 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -680,7 +678,7 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
     sent). With ``book=True`` also ``<operation>_book.csv`` in the columns of the
     book authors' scripts; with ``excel_safe=True`` the CSVs' text cells that a
     spreadsheet would run as formulas are prefixed with ``'``
-    (:func:`imgasdata.tables.excel_safe`). ``max_calls`` caps the images sent in this
+    (:func:`imgasdata.outputs.excel_safe`). ``max_calls`` caps the images sent in this
     run; images left over get the error "not sent yet" and a re-run continues with
     them. ``concurrency`` threads send at most ``rate`` calls per second;
     throttling is retried by botocore (``retry_mode``, ``max_attempts``).
@@ -860,28 +858,10 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
     return table
 
 
-def _replace_write(path, write):
-    """Write ``path`` through a temporary file in its folder and ``os.replace`` (never half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_csv(frame, path, excel_safe):
-    if excel_safe:
-        from ..tables import excel_safe as defuse
-
-        frame = defuse(frame)
-    _replace_write(path, lambda fh: frame.to_csv(fh, index=False))
-
-
 def _write_outputs(op, items, store, errors, out_dir, book, excel_safe=False):
     """The tidy CSV, errors CSV, raw JSONL and (optionally) the book's columns, for every input image."""
+    from ..outputs import write_csv, write_through
+
     frames, book_frames, error_rows, raw_lines = [], [], [], []
     raw_dir = out_dir / "raw"
     raw_dir.mkdir(exist_ok=True)
@@ -908,10 +888,10 @@ def _write_outputs(op, items, store, errors, out_dir, book, excel_safe=False):
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     table = table.reindex(columns=columns)
     table["preflight"] = table["preflight"].astype(object).fillna("")
-    _write_csv(table, out_dir / f"{op.name}.csv", excel_safe)
-    _write_csv(pd.DataFrame(error_rows, columns=["image", "operation", "error"]), out_dir / "errors.csv",
-               excel_safe)
-    _replace_write(raw_dir / f"{op.name}.jsonl", lambda fh: fh.writelines(raw_lines))
+    write_csv(table, out_dir / f"{op.name}.csv", excel=excel_safe)
+    write_csv(pd.DataFrame(error_rows, columns=["image", "operation", "error"]), out_dir / "errors.csv",
+              excel=excel_safe)
+    write_through(raw_dir / f"{op.name}.jsonl", lambda fh: fh.writelines(raw_lines))
     if book and book_frames:
-        _write_csv(pd.concat(book_frames, ignore_index=True), out_dir / f"{op.name}_book.csv", excel_safe)
+        write_csv(pd.concat(book_frames, ignore_index=True), out_dir / f"{op.name}_book.csv", excel=excel_safe)
     return table

@@ -143,7 +143,9 @@ def scores_from_counts(y_true, y_pred):
 
     The package's one scoring rule, :func:`imgasdata.metrics.classification_metrics`, on 0/1 labels.
     """
-    from ..metrics import classification_metrics  # scikit-learn: imported when a tagger is scored
+    from ..metrics import (
+        classification_metrics,  # scikit-learn: imported when a tagger is scored
+    )
 
     scores = classification_metrics(np.asarray(y_true, int), np.asarray(y_pred, int), labels=[0, 1], positive=1)
     return {k: scores[k] for k in ("accuracy", "precision", "recall", "f1", "confusion_matrix")}

@@ -24,13 +24,13 @@ def _warnings_as_sentences(command):
 
 
 def cmd_suggest(a):
+    from ..outputs import refuse_inside, write_csv
     from .suggest import annotator_sheet, sheet_path, suggest
-    from .tables import check_output, write_csv
 
     sheet_out = sheet_path(a.out)
     inputs = list(a.pool) + ([a.labels] if a.labels else [])
-    check_output(a.out, inputs)
-    check_output(sheet_out, inputs)
+    refuse_inside(a.out, inputs)
+    refuse_inside(sheet_out, inputs)
     with _warnings_as_sentences("suggest"):
         df = suggest(a.pool, a.labels, n=a.n, strategy=a.strategy, label_column=a.label_column, seed=a.seed,
                      backbone=a.backbone, device=a.device)
@@ -45,10 +45,10 @@ def cmd_suggest(a):
 
 
 def cmd_label_issues(a):
+    from ..outputs import refuse_inside, write_csv
     from .label_issues import label_issues
-    from .tables import check_output, write_csv
 
-    check_output(a.out, [a.data] + ([a.sheet] if a.sheet else []))
+    refuse_inside(a.out, [a.data] + ([a.sheet] if a.sheet else []))
     with _warnings_as_sentences("label-issues"):
         df = label_issues(a.data, folds=a.folds, label_column=a.label_column, sheet=a.sheet, seed=a.seed,
                           backbone=a.backbone, device=a.device)
@@ -65,10 +65,10 @@ def cmd_label_issues(a):
 def cmd_estimate(a):
     import pandas as pd
 
+    from ..outputs import refuse_inside, write_csv
     from .estimate import RANDOM_SAMPLE, estimate
-    from .tables import check_output, write_csv
 
-    check_output(a.out, [a.predictions, a.gold])
+    refuse_inside(a.out, [a.predictions, a.gold])
     with _warnings_as_sentences("estimate"):
         df = estimate(a.predictions, a.gold, positive=a.positive, by=a.by, level=a.level,
                       label_column=a.label_column, prediction_column=a.prediction_column, seed=a.seed)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, MissingFileError, SettingsError
 from ..paths import path_key, path_text
-from ..backbones import DEFAULT_BACKBONE
 
 COLUMNS = ["path", "given", "suggested", "quality", "is_issue", "error"]
 

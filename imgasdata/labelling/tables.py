@@ -9,12 +9,11 @@ inputs, or inside an input folder, is refused.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError, MissingFileError, SettingsError
+from ..errors import DataError, MissingFileError
 from ..paths import path_key, path_text
 
 PATH_COLUMNS = ("path", "image")
@@ -91,31 +90,6 @@ def read_votes(sheet, label_column="label"):
         raise DataError(f"The annotator sheet {sheet} has no coder columns beside {col!r}")
     keys = [path_key(p) for p in resolve(df[col], base)]
     return {k: ", ".join(v for v in row if v) for k, row in zip(keys, df[coders].itertuples(index=False))}
-
-
-def check_output(out, inputs):
-    """Refuse an output file that is one of ``inputs`` or lies inside an input folder."""
-    out_key = Path(path_key(out))
-    for item in inputs:
-        key = Path(path_key(item))
-        if out_key == key or (Path(item).is_dir() and key in out_key.parents):
-            raise SettingsError(f"The output {out} is, or is inside, the input {item}; "
-                                f"write it somewhere else so the input stays as it is")
-
-
-def write_csv(df, out):
-    """Write ``df`` to ``out`` through a temporary file renamed into place; returns ``out``."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            df.to_csv(fh, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
 
 
 def relative_to(paths, folder):

@@ -93,9 +93,11 @@ def keep_images(report, out_dir, link="copy", base=None, overwrite=False, inputs
     the reported files; a destination that already is the file is left alone;
     another file of that name is replaced only with ``overwrite``.
     """
-    from .place import place_file, refuse_inside
+    from ..outputs import refuse_inside
+    from .place import place_file
 
-    refuse_inside(out_dir, [*inputs, *{Path(p).parent for p in report["path"]}], "--keep-to")
+    refuse_inside(out_dir, [*inputs, *{Path(p).parent for p in report["path"]}], "--keep-to",
+                  files_stand_for_folders=True)
     keep = [Path(p) for p in report.loc[report["keep"].astype(bool), "path"]]
     if not keep:
         return []

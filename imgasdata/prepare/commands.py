@@ -6,15 +6,8 @@ import os
 from pathlib import Path
 
 from ..errors import SettingsError
+from ..outputs import write_csv
 from ..paths import path_text
-
-def _write(df, out):
-    """Write ``df`` to the CSV ``out`` by a temporary file and :func:`os.replace`."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out)
 
 
 def _relative_to(paths, out):
@@ -47,7 +40,7 @@ def cmd_dedup(a):
             raise SettingsError("Give either PATH... or --across A B, not both")
         df = find_cross_duplicates(a.across[0], a.across[1], a.method, threshold, cache=cache, backbone=a.backbone,
                                    workers=a.workers, engine=a.engine, address=a.address)
-        _write(df.assign(path=_relative_to(df["path"], a.out), match=_relative_to(df["match"], a.out)), a.out)
+        write_csv(df.assign(path=_relative_to(df["path"], a.out), match=_relative_to(df["match"], a.out)), a.out)
         leaks = int((df["match"] != "").sum())
         print(f"{leaks} of {len(df)} images in {a.across[1]} have a near-duplicate in {a.across[0]} "
               f"({a.method}, threshold {threshold}); {int((df['error'] != '').sum())} unreadable")
@@ -56,12 +49,12 @@ def cmd_dedup(a):
     if not a.paths:
         raise SettingsError("Name at least one image file or folder, or use --across A B")
     if a.copy_unique:  # before the work: an output inside the input is refused at once
-        from .place import refuse_inside
+        from ..outputs import refuse_inside
 
-        refuse_inside(a.copy_unique, a.paths, "--copy-unique")
+        refuse_inside(a.copy_unique, a.paths, "--copy-unique", files_stand_for_folders=True)
     df = find_duplicates(a.paths, a.method, threshold, cache=cache, backbone=a.backbone, workers=a.workers,
                          engine=a.engine, address=a.address, keep=a.keep)
-    _write(df.assign(path=_relative_to(df["path"], a.out), kept=_relative_to(df["kept"], a.out)), a.out)
+    write_csv(df.assign(path=_relative_to(df["path"], a.out), kept=_relative_to(df["kept"], a.out)), a.out)
     groups = df[(df["group_size"] > 1) & (df["error"] == "")]["group"].nunique()
     print(f"{len(df)} files: {int(df['duplicate'].sum())} duplicate(s) in {groups} group(s), "
           f"{int((df['error'] != '').sum())} unreadable ({a.method}, threshold {threshold}, keeping the "
@@ -76,11 +69,11 @@ def cmd_clean(a):
     from .clean import clean_images, keep_images, reason_counts
 
     if a.keep_to:
-        from .place import refuse_inside
+        from ..outputs import refuse_inside
 
-        refuse_inside(a.keep_to, a.paths, "--keep-to")
+        refuse_inside(a.keep_to, a.paths, "--keep-to", files_stand_for_folders=True)
     df = clean_images(a.paths, min_kb=a.min_kb, min_side=a.min_side, max_aspect=a.max_aspect, min_std=a.min_std)
-    _write(df.assign(path=_relative_to(df["path"], a.out)), a.out)
+    write_csv(df.assign(path=_relative_to(df["path"], a.out)), a.out)
     print(reason_counts(df).to_string())
     if a.keep_to:
         written = keep_images(df, a.keep_to, a.link, overwrite=a.overwrite, inputs=a.paths)
@@ -100,8 +93,8 @@ def cmd_labels(a):
     if a.ties:
         todo = adjudication_list(df)
         todo["path"] = rebase_paths(todo["path"], Path(a.out).parent, Path(a.ties).parent)
-        _write(todo, a.ties)
-    _write(df.drop(columns=["answers"], errors="ignore"), a.out)
+        write_csv(todo, a.ties)
+    write_csv(df.drop(columns=["answers"], errors="ignore"), a.out)
     _excluded(a.exclude, excluded)
     if a.rule == "emotion":
         print(df.groupby(["emotion", "label"]).size().unstack(fill_value=0).to_string())
@@ -125,7 +118,7 @@ def cmd_agreement(a):
 
     df = agreement(a.sheet, a.columns, level=a.level, coders=a.coders)
     if a.out:
-        _write(df, a.out)
+        write_csv(df, a.out)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.round(3).to_string(index=False))
     for row in df.itertuples():

@@ -789,14 +789,16 @@ def copy_unique(duplicates, out_dir, link="copy", overwrite=False, inputs=()):
 
     File names are kept; a name that occurs twice gets a numbered suffix. The
     originals are never touched: ``out_dir`` may not be, or be inside, a folder of
-    ``inputs`` or of the images (:func:`~imgasdata.prepare.place.refuse_inside`);
+    ``inputs`` or of the images (:func:`~imgasdata.outputs.refuse_inside`);
     a destination that already is the image is left alone; another file of that
     name is replaced only with ``overwrite``.
     """
-    from .place import place_file, refuse_inside, unique_names
+    from ..outputs import refuse_inside
+    from .place import place_file, unique_names
 
     readable = duplicates[duplicates["error"] == ""]
-    refuse_inside(out_dir, [*inputs, *{Path(p).parent for p in readable["path"]}], "--copy-unique")
+    refuse_inside(out_dir, [*inputs, *{Path(p).parent for p in readable["path"]}], "--copy-unique",
+                  files_stand_for_folders=True)
     keep = [Path(p) for p in readable.loc[~readable["duplicate"].astype(bool), "path"]]
     return [place_file(p, Path(out_dir) / name, link, overwrite) for p, name in zip(keep, unique_names(keep))]
 

@@ -2,7 +2,7 @@
 
 ``clean --keep-to``, ``dedup --copy-unique`` and ``split`` all place files. The
 rules, in one place: the output folder is never the input folder or inside it
-(:func:`refuse_inside`); a destination that already *is* the source (the same
+(:func:`imgasdata.outputs.refuse_inside`); a destination that already *is* the source (the same
 file, a hard link or a link to it) is left alone; every file is written under a
 temporary name and moved into place with :func:`os.replace`, so nothing is
 unlinked first; an existing different file is never replaced unless the caller
@@ -21,27 +21,6 @@ from pathlib import Path
 from ..errors import DataError, SettingsError, UserError
 
 LINKS = ("copy", "hardlink", "symlink")
-
-
-def _inside(path, folder):
-    """Whether ``path`` is ``folder`` or inside it (both resolved, so links and ``..`` do not fool it)."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
-
-
-def refuse_inside(out_dir, inputs, option="--out"):
-    """Raise :class:`~imgasdata.errors.UserError` when ``out_dir`` is, or is inside, one of ``inputs``.
-
-    ``inputs`` are folders or files; a file stands for the folder that holds it.
-    Writing into the input would mix copies with originals (and the next run would
-    read the copies as new images).
-    """
-    for src in inputs:
-        src = Path(src)
-        folder = src if src.is_dir() else src.parent
-        if _inside(out_dir, folder):
-            raise UserError(f"{option} {out_dir} is, or is inside, the input folder {folder}; "
-                            f"choose a folder outside the images so the originals are never touched")
 
 
 def folder_name(label):

@@ -28,8 +28,9 @@ from sklearn.model_selection import train_test_split
 
 from ..datasets import SPLITS, dataset_table
 from ..errors import DataError, MissingFileError, SettingsError, UserError
+from ..outputs import refuse_inside
 from ..paths import path_key, path_text
-from .place import LINKS, folder_name, place_file, refuse_inside
+from .place import LINKS, folder_name, place_file
 
 MANIFEST = "manifest.csv"
 
@@ -245,7 +246,7 @@ def split_dataset(labels, out, label_column="label", image_column=None, val=0.1,
         found = repr(df["label"].iloc[0]) if len(df) else "none"
         raise DataError(f"Only one class ({found}) in column {label_column!r}; a split needs two")
     out = Path(out)
-    refuse_inside(out, {s.parent for s in df["source"]})
+    refuse_inside(out, {s.parent for s in df["source"]}, files_stand_for_folders=True)
     inside = [s for s in df["source"] if out.resolve() in s.resolve().parents]
     if inside:
         raise UserError(f"The labelled image {inside[0]} is inside --out {out}; split into another folder")
