@@ -324,7 +324,7 @@ def summarize(results):
             value, n, source = None, None, f"missing: {exc}"
         rows.append({"notebook": q.notebook, "quantity": q.quantity, "value": value, "kind": q.kind,
                      "n": n, "book": q.book, "source": source})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values("notebook", kind="stable", ignore_index=True)
 
 
 def write_summary(results):
