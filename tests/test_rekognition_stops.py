@@ -91,7 +91,10 @@ def test_sigint_stops_sending_and_a_second_run_completes_the_rest(tmp_path):
     with StubRekognition(delay=0.25) as stub:
         env = aws_environ(tmp_path, stub.url)
         cmd = cli(tmp_path, "labels", tmp_path / "imgs", "--out", out, "--concurrency", concurrency)
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A shell that starts a job in the background (a CI runner may) makes it ignore SIGINT, and
+        # Python keeps an ignored SIGINT ignored: give the run the default, as a terminal would.
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 120
         while stub.total < 6 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
