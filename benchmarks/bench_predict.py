@@ -543,19 +543,12 @@ def main(argv=None):
             result = child_predict(run_dir, args.folder, args.csv)
         print(json.dumps(result))
         return
-    if args.startup:
+    if args.startup or args.end_to_end:  # whole-process measurements: each starts its own processes
         warnings.simplefilter("ignore")
         root = sample_data(args.data)
         work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="imgasdata_bench_predict_"))
         work.mkdir(parents=True, exist_ok=True)
-        startup(args, root, work)
-        return
-    if args.end_to_end:
-        warnings.simplefilter("ignore")
-        root = sample_data(args.data)
-        work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="imgasdata_bench_predict_"))
-        work.mkdir(parents=True, exist_ok=True)
-        end_to_end(args, root, work)
+        (startup if args.startup else end_to_end)(args, root, work)
         return
     warnings.simplefilter("ignore")
     if args.threads is not None:
