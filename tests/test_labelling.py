@@ -147,8 +147,32 @@ def test_label_issues_on_real_images_with_planted_errors_and_votes(sample_data, 
     planted = {str(files[i]) for i in flipped}
     assert len(flagged & planted) / len(planted) >= 0.6
     assert len(flagged & planted) / max(len(flagged), 1) >= 0.5
+    assert "the out-of-fold model agrees with" in text
     first = df.iloc[0]
     assert first["votes"] == ", ".join([truth[[str(f) for f in files].index(first["path"])], first["given"]])
+
+
+def test_labels_the_pictures_do_not_show_get_a_warning_not_confident_flags():
+    X, _ = blobs(60, k=2, dim=16, spread=1.0, seed=2)
+    arbitrary = np.random.default_rng(0).permutation(np.repeat(["a", "b"], 60))  # unrelated to the features
+    with pytest.warns(UserWarning, match=r"agrees with only \d+% of the given labels.*hard images"):
+        found = find_issues(X, arbitrary, folds=5, seed=0)
+    assert found.attrs["agreement"] < 0.65
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # learnable labels: no warning
+        assert find_issues(*blobs(60, k=2, dim=16, spread=1.0, seed=2), folds=5).attrs["agreement"] > 0.95
+
+
+def test_filter_by_is_checked_and_offers_the_recall_minded_rule():
+    X, y = blobs(40, k=3, dim=16, spread=1.5, seed=4)
+    with pytest.raises(ValueError, match="filter_by must be one of confident_learning"):
+        find_issues(X, y, filter_by="most")
+    flipped = np.random.default_rng(1).choice(len(y), size=8, replace=False)
+    noisy = y.copy()
+    noisy[flipped] = np.where(y[flipped] == "c0", "c1", "c0")
+    for rule in ("confident_learning", "prune_by_noise_rate"):
+        flagged = set(np.flatnonzero(find_issues(X, noisy, filter_by=rule)["is_issue"]))
+        assert len(flagged & set(flipped)) >= 6 and len(flagged - set(flipped)) <= 2, (rule, flagged)
 
 
 def test_label_issues_needs_enough_images_per_fold(tiny_dir, tmp_path, capsys):

@@ -51,10 +51,11 @@ def cmd_label_issues(a):
     refuse_inside(a.out, [a.data] + ([a.sheet] if a.sheet else []))
     with _warnings_as_sentences("label-issues"):
         df = label_issues(a.data, folds=a.folds, label_column=a.label_column, sheet=a.sheet, seed=a.seed,
-                          backbone=a.backbone, device=a.device)
+                          filter_by=a.filter_by, backbone=a.backbone, device=a.device)
     write_csv(df, a.out)
     flagged = df[df["is_issue"]]
-    print(f"{len(flagged)} of {len(df)} labels look doubtful ({a.folds}-fold cross-validation); "
+    print(f"{len(flagged)} of {len(df)} labels look doubtful ({a.folds}-fold cross-validation, {a.filter_by}; "
+          f"the out-of-fold model agrees with {df.attrs['agreement']:.0%} of the labels); "
           f"{int((df['error'] != '').sum())} unreadable")
     if len(flagged):
         cols = ["path", "given", "suggested", "quality"] + (["votes"] if "votes" in df else [])
@@ -81,6 +82,7 @@ def cmd_estimate(a):
 
 def add_commands(sub):
     """Add this chapter's subcommands to ``sub`` (an argparse subparsers object)."""
+    from .label_issues import FILTERS
     from .suggest import STRATEGIES
 
     p = sub.add_parser("suggest", help="rank unlabelled images by what labelling them next would teach")
@@ -105,6 +107,9 @@ def add_commands(sub):
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for out-of-fold probabilities")
     p.add_argument("--label-column", default="label", help="label column of a labels CSV or annotator sheet")
     p.add_argument("--sheet", help="annotator sheet: show the coders' votes beside each image")
+    p.add_argument("--filter-by", default=FILTERS[0], choices=FILTERS,
+                   help="cleanlab's rule for flagging (default: fewest false alarms; prune_by_noise_rate "
+                        "finds a few more errors with more false alarms)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="pretrained CNN whose features are used")
     p.add_argument("--device", default="auto")
