@@ -360,14 +360,19 @@ def run_job(job, inputs, out_csv=None, resume=False, retry_errors=False, engine=
     returned; ``resume`` skips the images already done there (``retry_errors``: except those
     with an error row), refusing a file written by another job, model or options. Without
     ``out_csv`` the rows are kept in memory. Returns a DataFrame of strings (empty cells are
-    ``""``) whose ``attrs["skipped"]`` counts the input images found done.
+    ``""``) whose ``attrs["skipped"]`` counts the input images found done. An ``out_csv`` that
+    is an input file, or lies inside an input folder, is refused before any work.
     """
     import pandas as pd
 
     from .images import expand_inputs
+    from .outputs import refuse_inside
     from .progress import progress as progress_bar
 
     engine = check_engine(engine, workers, address)
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if out_csv is not None:
+        refuse_inside(out_csv, inputs)
     paths = expand_inputs(inputs)
     out = Output(out_csv, job, resume, retry_errors) if out_csv is not None else None
     todo = [p for p in paths if out is None or path_key(p) not in out.done]

@@ -43,8 +43,10 @@ def cmd_rekognition(a):
 
 
 def cmd_local(a):
+    from ..outputs import refuse_inside
     from .local import TAGGERS
 
+    refuse_inside(a.out, [*a.paths, *([a.reference_faces] if a.reference_faces else [])])
     out = Path(a.out)
     csv_path = out / f"{a.tagger}.csv"
     tagger = TAGGERS[a.tagger]

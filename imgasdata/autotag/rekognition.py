@@ -36,6 +36,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import sys
 import threading
@@ -50,6 +51,7 @@ import lazy_loader as lazy
 
 from ..errors import MissingFileError, SettingsError, UserError, require
 from ..images import MAX_PIXELS, expand_inputs
+from ..outputs import refuse_inside
 from ..paths import path_text
 from ..progress import progress as progress_bar
 from ..settings import Interval
@@ -633,6 +635,8 @@ def dry_run(operation, inputs, out_dir, min_confidence=None, max_labels=None, ma
     """
     op = get_operation(operation)
     check_options(max_calls=max_calls, region=region)
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    refuse_inside(out_dir, inputs)  # the run itself would be refused: say so in the dry run already
     params = operation_params(op, min_confidence, max_labels)
     if prices is not None:
         check_prices(prices, op)
@@ -689,12 +693,17 @@ def tag_images(operation, inputs, out_dir, *, region=None, min_confidence=None, 
     (credentials, token, permission, endpoint, parameters) or ``stop_after_errors``
     identical errors in a row that are not about an image raise :class:`RunStopped`
     after the CSVs are written.
+
+    An ``out_dir`` that is one of the input files, or is (or lies inside) an input folder,
+    raises :class:`~imgasdata.errors.SettingsError` before any client is built or file written.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
     op = get_operation(operation)
     check_options(max_calls=max_calls, concurrency=concurrency, rate=rate, max_attempts=max_attempts,
                   stop_after_errors=stop_after_errors, region=region)
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    refuse_inside(out_dir, inputs)  # before a client is built, a call is paid or a file is written
     params = operation_params(op, min_confidence, max_labels)
     if book and op.book is None:
         raise SettingsError(f"the book's scripts cover {', '.join(o.name for o in OPERATIONS.values() if o.book)} "
