@@ -30,3 +30,32 @@ def path_key(path) -> str:
     target are two inputs, each with its own row.
     """
     return path_text(os.path.normpath(os.path.abspath(os.fspath(Path(path)))))
+
+
+def real_path(text) -> Path:
+    """The file that a table's path ``text`` (written by :func:`path_text`) names; returns a :class:`~pathlib.Path`.
+
+    For a UTF-8 name that is the text itself. A name that was not UTF-8 is spelled in tables
+    with ``\\xNN`` escapes, which name no file; each path component that does not exist as
+    written is looked up among its folder's entries by its :func:`path_text`. So a step that
+    copies or opens the files of a table (``dedup --copy-unique``, ``clean --keep-to``,
+    ``split``) reaches ``b"Bj\\xf6rk.png"`` from the row ``Bj\\xf6rk.png``. When nothing matches
+    (a file that really is missing) the text is returned as a path, for the caller's error.
+    A name that exists as written wins over an escaped one spelled the same way.
+    """
+    path = Path(text)
+    if os.path.lexists(path) or "\\x" not in os.fspath(path):
+        return path
+    found = Path(path.anchor) if path.anchor else Path()
+    for part in path.parts[1:] if path.anchor else path.parts:
+        step = found / part
+        if not os.path.lexists(step):
+            try:
+                names = sorted(n for n in os.listdir(found) if path_text(n) == part)
+            except OSError:  # not a folder, or not readable: the caller reports the missing file
+                names = []
+            if not names:
+                return path
+            step = found / names[0]
+        found = step
+    return found

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import DataError, SettingsError
 from ..images import ImageLoadError, expand_inputs, load_image
+from ..paths import path_text, real_path
 from ..progress import progress as progress_bar
 
 #: Default limits: each only catches clear cases. The book's ``min_kb=5`` is off (0) by default.
@@ -47,7 +48,7 @@ def clean_images(paths, min_kb=0.0, min_side=64, max_aspect=5.0, min_std=3.0, pr
         raise DataError(f"No image files found in {paths}")
     rows = []
     for p in progress_bar(files, desc="checking images", unit="img", enabled=progress):
-        row = {"path": str(p), "kb": np.nan, "width": pd.NA, "height": pd.NA, "aspect": np.nan,
+        row = {"path": path_text(p), "kb": np.nan, "width": pd.NA, "height": pd.NA, "aspect": np.nan,
                "grey_std": np.nan, "reasons": [], "error": ""}
         try:
             row["kb"] = os.stat(p).st_size / 1000
@@ -96,9 +97,10 @@ def keep_images(report, out_dir, link="copy", base=None, overwrite=False, inputs
     from ..outputs import refuse_inside
     from .place import place_file
 
-    refuse_inside(out_dir, [*inputs, *{Path(p).parent for p in report["path"]}], "--keep-to",
+    files = {p: real_path(p) for p in report["path"]}  # a non-UTF-8 name is written as \xNN text
+    refuse_inside(out_dir, [*inputs, *{f.parent for f in files.values()}], "--keep-to",
                   files_stand_for_folders=True)
-    keep = [Path(p) for p in report.loc[report["keep"].astype(bool), "path"]]
+    keep = [files[p] for p in report.loc[report["keep"].astype(bool), "path"]]
     if not keep:
         return []
     base = Path(base) if base else Path(os.path.commonpath([str(p.resolve().parent) for p in keep]))

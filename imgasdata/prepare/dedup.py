@@ -47,7 +47,7 @@ from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, SettingsError
 from ..images import ImageLoadError, expand_inputs, load_image
 from ..jobs import Job, check_workers, engine_name, job_rows
-from ..paths import path_key, path_text
+from ..paths import path_key, path_text, real_path
 from ..progress import progress as progress_bar
 
 # pandas loads on first use: building the command line's parser must not wait ~1 s for it.
@@ -733,7 +733,8 @@ def find_duplicates(paths, method="phash", threshold=None, cache=None, backbone=
     table = _hash_table(files, method, cache, backbone, progress, workers, engine, address)
     ok = table[table["error"] == ""].reset_index(drop=True)
     pairs = _compute_pairs(ok, method, threshold, backbone, progress)
-    kept, dist = group_around_kept(ok["path"].tolist(), pairs, keep)
+    files_by_text = {path_text(f): f for f in files}  # the table's text names no file when a name is not UTF-8
+    kept, dist = group_around_kept([files_by_text.get(t, t) for t in ok["path"]], pairs, keep)
     ok["kept"] = ok["path"].to_numpy()[kept] if len(ok) else []
     ok["distance"] = np.round(dist, 6) + 0.0 if method == "cnn" else dist.astype(int)  # + 0.0: no "-0.0"
     ok["component"] = _groups(len(ok), pairs) if len(ok) else np.array([], int)
@@ -797,9 +798,10 @@ def copy_unique(duplicates, out_dir, link="copy", overwrite=False, inputs=()):
     from .place import place_file, unique_names
 
     readable = duplicates[duplicates["error"] == ""]
-    refuse_inside(out_dir, [*inputs, *{Path(p).parent for p in readable["path"]}], "--copy-unique",
+    files = {p: real_path(p) for p in readable["path"]}  # a non-UTF-8 name is written as \xNN text
+    refuse_inside(out_dir, [*inputs, *{f.parent for f in files.values()}], "--copy-unique",
                   files_stand_for_folders=True)
-    keep = [Path(p) for p in readable.loc[~readable["duplicate"].astype(bool), "path"]]
+    keep = [files[p] for p in readable.loc[~readable["duplicate"].astype(bool), "path"]]
     return [place_file(p, Path(out_dir) / name, link, overwrite) for p, name in zip(keep, unique_names(keep))]
 
 

@@ -29,7 +29,7 @@ from sklearn.model_selection import train_test_split
 from ..datasets import SPLITS, dataset_table
 from ..errors import DataError, MissingFileError, SettingsError, UserError
 from ..outputs import refuse_inside
-from ..paths import path_key, path_text
+from ..paths import path_key, path_text, real_path
 from .place import LINKS, folder_name, place_file
 
 MANIFEST = "manifest.csv"
@@ -166,7 +166,7 @@ def _clear_previous(out):
         old = pd.read_csv(manifest, keep_default_na=False, dtype=str)
         root = out.resolve()
         for p in old.get("path", []):
-            f = out / p
+            f = real_path(out / p)
             # only files inside OUT, reached without following a link out of it
             if root in Path(os.path.realpath(f.parent)).parents or Path(os.path.realpath(f.parent)) == root:
                 if f.is_symlink() or f.is_file():
@@ -231,7 +231,7 @@ def split_dataset(labels, out, label_column="label", image_column=None, val=0.1,
     df = df[df["label"].notna()].reset_index(drop=True)
     for name in sorted(df["label"].unique()):
         folder_name(name)
-    df["source"] = [base / p for p in df["path"]]
+    df["source"] = [real_path(base / p) for p in df["path"]]  # a non-UTF-8 name is written as \xNN text
     df["key"] = [path_key(s) for s in df["source"]]
     excluded = exclude if isinstance(exclude, set) else read_exclusions(exclude)
     gone = df["key"].isin(excluded)
