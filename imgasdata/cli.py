@@ -71,9 +71,12 @@ def cmd_grid(a):
 
 def cmd_evaluate(a):
     from .metrics import format_summary
-    from .outputs import write_atomically
+    from .outputs import refuse_inside, write_atomically
     from .predict import evaluate
+    from .runs import run_files
 
+    if a.out:  # beside the run's files is fine (README: runs/x/test_again.json), over one of them is not
+        refuse_inside(a.out, [a.data, *run_files(a.run)])
     metrics, preds = evaluate(a.run, a.data, device=a.device, batch_size=a.batch_size)
     print(format_summary({Path(a.data).name or "images": metrics}))
     if a.out:
@@ -122,10 +125,13 @@ def cmd_predict(a):
 
 def cmd_check(a):
     from .images import check_images, expand_inputs
+    from .outputs import refuse_inside, write_csv
 
+    if a.out:
+        refuse_inside(a.out, a.paths)
     df = check_images(expand_inputs(a.paths), progress=True)
     if a.out:
-        df.to_csv(a.out, index=False)
+        write_csv(df, a.out)
     bad = df[~df["ok"]]
     print(f"{len(df)} files checked, {len(bad)} unreadable")
     for msg in bad["error"]:

@@ -82,15 +82,21 @@ def run_notebooks(selection=(), out="outputs", parameters=None, folder="notebook
     Each notebook gets ``output_dir = out/<notebook name>`` plus those of
     ``parameters`` that its ``parameters`` cell declares. A failing cell stops
     the run with a :class:`NotebookFailed` error naming the notebook, the cell and the error;
-    the partly executed notebook is kept in ``out`` for a look.
+    the partly executed notebook is kept in ``out`` for a look. An ``out`` that is, or lies
+    inside, the notebooks' folder is refused.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from .outputs import refuse_inside
+
+    notebooks = find_notebooks(folder, selection)
+    # an executed copy in the notebooks' own folder would replace the notebook itself
+    refuse_inside(out, [folder, *{nb.parent for nb in notebooks}])
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     done = []
-    for nb in find_notebooks(folder, selection):
+    for nb in notebooks:
         declared = pm.inspect_notebook(str(nb))
         params = {k: v for k, v in (parameters or {}).items() if k in declared}
         ignored = sorted(set(parameters or {}) - set(declared))

@@ -22,6 +22,7 @@ import pandas as pd
 from .datasets import fingerprint, load_dataset
 from .errors import SettingsError
 from .models import pick_device
+from .outputs import refuse_inside
 from .plots import plot_grid_curves
 from .progress import progress as progress_bar
 from .runs import is_complete, load_run, read_manifest, run_settings
@@ -52,6 +53,8 @@ def grid(data, out=None, param_grid=None, resume=True, progress=True, allow_pt=F
     the only row whose test metrics (``test_*``) are filled in, so that nobody picks
     by test score.
     """
+    if out is not None and not isinstance(data, pd.DataFrame):
+        refuse_inside(out, [data])  # the runs' files would be read as images (as train refuses)
     param_grid = dict(BOOK_GRID if param_grid is None else param_grid)
     searchable = [n for n in TrainSettings.names() if n not in ("device", "num_workers", "split")]
     unknown = sorted(set(param_grid) - set(searchable))

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import MissingFileError, UserError
+from .paths import path_text
 
 # pandas loads on first use: building the command line's parser must not wait ~1 s for it.
 pd = lazy.load("pandas")
@@ -178,7 +179,7 @@ def check_images(paths, progress=False):
 
     rows = []
     for path in tqdm(list(paths), desc="checking images", disable=not progress):
-        row = {"path": str(path), "ok": False, "width": None, "height": None,
+        row = {"path": path_text(path), "ok": False, "width": None, "height": None,
                "mode": None, "format": None, "n_frames": None, "error": ""}
         try:
             rgb = load_image(path)
@@ -186,7 +187,7 @@ def check_images(paths, progress=False):
                 row.update(mode=img.mode, format=img.format, n_frames=getattr(img, "n_frames", 1))
             row.update(ok=True, width=rgb.width, height=rgb.height)
         except ImageLoadError as exc:
-            row["error"] = str(exc)
+            row["error"] = path_text(str(exc))  # a name that is not UTF-8 is in the message too
         rows.append(row)
     df = pd.DataFrame(rows, columns=["path", "ok", "width", "height", "mode", "format", "n_frames", "error"])
     # nullable integers, so one unreadable file does not turn the sizes into floats

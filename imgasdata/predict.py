@@ -9,13 +9,15 @@ be resumed after an interruption with ``resume=True``.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import DataError, SettingsError
 from .jobs import Job, run_job
-from .runs import OTHER_WEIGHTS, WEIGHTS, load_model, read_manifest
+from .outputs import refuse_inside
+from .runs import OTHER_WEIGHTS, WEIGHTS, load_model, read_manifest, run_files
 
 
 def _weights_sha256(run):
@@ -101,6 +103,9 @@ def predict(run, inputs, out_csv=None, batch_size=32, resume=False, device="auto
     loading the run once (local default: this process, decoding in half the CPU cores'
     threads; Ray default: one per CPU). See :func:`imgasdata.jobs.run_job`.
     """
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if out_csv is not None:  # before the run is read: not among the images, nor over the run's own files
+        refuse_inside(out_csv, [*inputs, *([] if isinstance(run, tuple) else run_files(run))])
     job = PredictJob(run, device, batch_size)
     table = run_job(job, inputs, out_csv, resume=resume, retry_errors=retry_errors, engine=engine,
                     address=address, workers=workers, progress=progress, desc="labelling images")

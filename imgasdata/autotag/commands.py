@@ -62,8 +62,11 @@ def cmd_local(a):
 
 
 def cmd_validate(a):
+    from ..outputs import refuse_inside, write_atomically
     from .validate import confusion_table, report_table, validate
 
+    if a.out:
+        refuse_inside(a.out, [a.tags, a.gold])
     report = validate(a.tags, a.gold, a.concept, a.labels, a.min_confidence, n_boot=a.n_boot, level=a.level,
                       seed=a.seed, match=a.match)
     print(f"{report['n']} gold images ({report['positives']} {a.concept}); tagged means any of "
@@ -83,8 +86,7 @@ def cmd_validate(a):
         print(f"{report['not_in_gold']} tagged image(s) are not in the gold file (left out), e.g. "
               f"{', '.join(report['not_in_gold_examples'][:3])}")
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_atomically(a.out, json.dumps(report, indent=2) + "\n")
         print(f"report written to {a.out}")
 
 

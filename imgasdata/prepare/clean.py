@@ -60,7 +60,7 @@ def clean_images(paths, min_kb=0.0, min_side=64, max_aspect=5.0, min_std=3.0, pr
             grey = np.asarray(img.convert("L").resize((min(w, 128), min(h, 128))), dtype=np.float32)
             row.update(width=w, height=h, aspect=max(w, h) / max(min(w, h), 1), grey_std=float(grey.std()))
         except ImageLoadError as exc:
-            row["error"] = str(exc)
+            row["error"] = path_text(str(exc))  # a name that is not UTF-8 is in the message too
             row["reasons"].append("unreadable")
         if min_kb and row["kb"] == row["kb"] and row["kb"] < min_kb:
             row["reasons"].append("small file")

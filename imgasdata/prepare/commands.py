@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import SettingsError
-from ..outputs import write_csv
+from ..outputs import refuse_inside, write_csv
 from ..paths import path_text
 
 
@@ -30,6 +30,10 @@ def cmd_dedup(a):
     from .dedup import METHODS, copy_unique, find_cross_duplicates, find_duplicates
 
     record = METHODS[a.method]
+    inputs = list(a.across or a.paths)
+    refuse_inside(a.out, inputs)  # before the work: an output among the inputs is refused at once
+    if a.cache:
+        refuse_inside(a.cache, inputs, "--cache")
     if a.cache and not record.takes_cache:
         raise SettingsError(f"The {a.method} method keeps no hash cache; leave out --cache")
     default_cache = Path(a.out).parent / ".imgasdata-hashes.sqlite"
@@ -49,8 +53,6 @@ def cmd_dedup(a):
     if not a.paths:
         raise SettingsError("Name at least one image file or folder, or use --across A B")
     if a.copy_unique:  # before the work: an output inside the input is refused at once
-        from ..outputs import refuse_inside
-
         refuse_inside(a.copy_unique, a.paths, "--copy-unique", files_stand_for_folders=True)
     df = find_duplicates(a.paths, a.method, threshold, cache=cache, backbone=a.backbone, workers=a.workers,
                          engine=a.engine, address=a.address, keep=a.keep)
@@ -68,9 +70,8 @@ def cmd_dedup(a):
 def cmd_clean(a):
     from .clean import clean_images, keep_images, reason_counts
 
+    refuse_inside(a.out, a.paths)
     if a.keep_to:
-        from ..outputs import refuse_inside
-
         refuse_inside(a.keep_to, a.paths, "--keep-to", files_stand_for_folders=True)
     df = clean_images(a.paths, min_kb=a.min_kb, min_side=a.min_side, max_aspect=a.max_aspect, min_std=a.min_std)
     write_csv(df.assign(path=_relative_to(df["path"], a.out)), a.out)
@@ -84,6 +85,10 @@ def cmd_clean(a):
 def cmd_labels(a):
     from .labels import adjudication_list, make_labels, rebase_paths
 
+    inputs = [a.sheet, *(a.exclude or [])]
+    refuse_inside(a.out, inputs)
+    if a.ties:
+        refuse_inside(a.ties, inputs, "--ties")
     df = make_labels(a.sheet, a.rule, a.columns, coders=a.coders, positive=a.positive, min_ratings=a.min_ratings,
                      votes=a.votes, answers=bool(a.ties), min_score=a.min_score, min_margin=a.min_margin,
                      seed=a.seed, exclude=a.exclude)
@@ -116,6 +121,8 @@ def cmd_agreement(a):
 
     from .agreement import agreement
 
+    if a.out:
+        refuse_inside(a.out, [a.sheet])
     df = agreement(a.sheet, a.columns, level=a.level, coders=a.coders)
     if a.out:
         write_csv(df, a.out)

@@ -250,6 +250,12 @@ def split_dataset(labels, out, label_column="label", image_column=None, val=0.1,
     inside = [s for s in df["source"] if out.resolve() in s.resolve().parents]
     if inside:
         raise UserError(f"The labelled image {inside[0]} is inside --out {out}; split into another folder")
+    reports = exclude if isinstance(exclude, (list, tuple)) else [exclude]
+    tables = [t for t in (labels, groups, *reports) if isinstance(t, (str, os.PathLike))]
+    inside = [t for t in tables if out.resolve() in Path(t).resolve().parents]
+    if inside:  # --overwrite would remove or rewrite it (a split made from OUT/manifest.csv)
+        raise UserError(f"The table {inside[0]} is inside --out {out}; split into another folder, or copy the "
+                        f"table out of it first")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"{out} is not empty; choose a new folder, or pass --overwrite to replace the "
