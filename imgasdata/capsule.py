@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import DataError, MissingFileError, UserError
-from .outputs import write_atomically, write_csv
+from .outputs import refuse_inside, write_atomically, write_csv
 
 #: The repository that holds this package (for the default reference and the git commit).
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -361,6 +361,7 @@ def run(results="results", data=None, seed=0, notebooks=(), folder=None, paramet
 
     results = Path(results).resolve()
     folder = Path(folder) if folder else REPOSITORY / "notebooks"
+    refuse_inside(results, [folder], "--results")  # before the data is built (run_notebooks would refuse it)
     if results.exists() and any(results.iterdir()):
         if not (results / ENVIRONMENT).is_file():
             raise UserError(f"{results} is not empty and holds no earlier capsule run; "

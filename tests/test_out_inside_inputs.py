@@ -67,6 +67,8 @@ CASES = {
     "grid into the data": ["grid", "photos", "--out", "photos/grid"],
     "notebooks over the notebooks": ["notebooks", "--folder", "nbs", "--out", "nbs"],
     "notebooks inside the notebooks": ["notebooks", "--folder", "nbs", "--out", "nbs/out"],
+    "capsule results inside the notebooks": ["capsule", "run", "--folder", "nbs", "--results", "nbs/results",
+                                             "--data", "data"],
 }
 
 
