@@ -111,11 +111,13 @@ def test_engine_settings_are_checked(tmp_path):
         tag_imagenet([tmp_path], engine="ray", workers=0, progress=False)
 
 
-def test_without_ray_one_sentence_names_the_extra(tmp_path, monkeypatch):
+def test_without_ray_one_sentence_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes "import ray" fail
     with pytest.raises(MissingExtraError, match=r'pip install "imgasdata\[ray\]"'):
         tag_imagenet([tmp_path], engine="ray", progress=False)
-    assert main(["autotag", "local", "ocr", str(tmp_path), "--out", str(tmp_path / "o"), "--engine", "ray"]) == 2
+    (tmp_path / "in").mkdir()  # --out outside the input, so the missing extra is what is said
+    assert main(["autotag", "local", "ocr", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--engine", "ray"]) == 2
+    assert 'pip install "imgasdata[ray]"' in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("local_ray")
