@@ -47,7 +47,7 @@ from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, SettingsError
 from ..images import ImageLoadError, expand_inputs, load_image
 from ..jobs import Job, check_workers, engine_name, job_rows
-from ..paths import path_key, path_text, real_path
+from ..paths import path_key, path_text
 from ..progress import progress as progress_bar
 
 # pandas loads on first use: building the command line's parser must not wait ~1 s for it.
@@ -795,6 +795,7 @@ def copy_unique(duplicates, out_dir, link="copy", overwrite=False, inputs=()):
     name is replaced only with ``overwrite``.
     """
     from ..outputs import refuse_inside
+    from ..paths import real_path
     from .place import place_file, unique_names
 
     readable = duplicates[duplicates["error"] == ""]
