@@ -157,7 +157,7 @@ def test_labels_the_pictures_do_not_show_get_a_warning_not_confident_flags():
     arbitrary = np.random.default_rng(0).permutation(np.repeat(["a", "b"], 60))  # unrelated to the features
     with pytest.warns(UserWarning, match=r"agrees with only \d+% of the given labels.*hard images"):
         found = find_issues(X, arbitrary, folds=5, seed=0)
-    assert found.attrs["agreement"] < 0.65
+    assert found.attrs["agreement"] < 0.6
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # learnable labels: no warning
         assert find_issues(*blobs(60, k=2, dim=16, spread=1.0, seed=2), folds=5).attrs["agreement"] > 0.95

@@ -19,6 +19,12 @@ the embeddings into an order (one record per strategy in :data:`STRATEGIES`):
 
 A *cold start* (fewer than two labels in some class, or one class only) cannot fit a model, so
 the strategies that need one fall back to ``diverse``. Binary and multiclass labels alike.
+
+Which to choose (benchmarks/bench_labelling.py, mean test F1 over 10-20 simulated projects):
+on the sample data's half-positive binary pool, random choice reached F1 0.845 with 60 labels,
+``hybrid`` and ``diverse`` with 40 and ``uncertainty`` with 48; on a pool where the positive
+class is rare (14 %), random reached 0.72 with 150 labels, ``uncertainty`` with 40 and
+``hybrid`` with 70. ``hybrid`` is the default; for a rare class, ``uncertainty``.
 """
 
 from __future__ import annotations
@@ -123,7 +129,8 @@ class Strategy:
 
 
 STRATEGIES = {s.name: s for s in (
-    Strategy("uncertainty", "the images the model is least sure about", True, False, _by_uncertainty),
+    Strategy("uncertainty", "the images the model is least sure about (saves most when a class is rare)", True,
+             False, _by_uncertainty),
     Strategy("diverse", "a spread-out sample of the embeddings (k-means++ seeding)", False, True, _diverse),
     Strategy("hybrid", "k-means++ seeding weighted by the model's uncertainty (default)", True, True, _hybrid),
     Strategy("random", "a simple random sample", False, False, _random),
