@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-from ..datasets import SPLITS, dataset_table
+from ..datasets import SPLITS, dataset_table, stratified_split
 from ..errors import DataError, MissingFileError, SettingsError, UserError
 from ..outputs import refuse_inside
 from ..paths import path_key, path_text, real_path
@@ -98,28 +97,6 @@ def read_groups(groups, base=None, column=None):
         raise DataError(f"The duplicates table needs the columns path and group; missing {sorted(missing)}")
     base = Path(base or ".")
     return {path_key(base / p): str(g) for p, g in zip(groups["path"], groups[column])}
-
-
-def _stratified(df, val, test, seed):
-    """Split labels ``df['label']`` into train/val/test (each class in each non-empty split)."""
-    split = pd.Series("train", index=df.index)
-    rest = val + test
-    if rest == 0:
-        return split
-    n_classes = df["label"].nunique()
-    try:
-        _, held = train_test_split(df.index, test_size=max(round(rest * len(df)), n_classes),
-                                   stratify=df["label"], random_state=seed)
-        if val and test:
-            sub = df.loc[held]
-            v, t = train_test_split(sub.index, test_size=max(round(test / rest * len(sub)), n_classes),
-                                    stratify=sub["label"], random_state=seed)
-            split[v], split[t] = "val", "test"
-        else:
-            split[held] = "val" if val else "test"
-    except ValueError as exc:
-        raise DataError(f"Could not split the images by class ({exc}); each class needs an image in every split") from None
-    return split
 
 
 def assign_groups(df, fractions, seed=0):
@@ -276,7 +253,7 @@ def split_dataset(labels, out, label_column="label", image_column=None, val=0.1,
     df["group"] = [gmap.get(k, "own:" + k) for k in df["key"]]
     fractions = (1 - val - test, val, test)
     if groups is None:
-        df["split"] = _stratified(df, val, test, seed)
+        df["split"] = stratified_split(df["label"], fractions, seed)
     else:
         df["split"] = assign_groups(df, fractions, seed)
     sizes = df["group"].map(df["group"].value_counts())
