@@ -129,9 +129,11 @@ def cmd_check(a):
 
     if a.out:
         refuse_inside(a.out, a.paths)
+    from .paths import relative_to_csv
+
     df = check_images(expand_inputs(a.paths), progress=True)
-    if a.out:
-        write_csv(df, a.out)
+    if a.out:  # paths relative to the report's folder, as --exclude reads them
+        write_csv(df.assign(path=relative_to_csv(df["path"], a.out)), a.out)
     bad = df[~df["ok"]]
     print(f"{len(df)} files checked, {len(bad)} unreadable")
     for msg in bad["error"]:

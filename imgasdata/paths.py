@@ -59,3 +59,16 @@ def real_path(text) -> Path:
             step = found / names[0]
         found = step
     return found
+
+
+def relative_to_csv(paths, csv):
+    """``paths`` (relative ones read from the working directory) rewritten relative to the folder
+    of the table ``csv`` that will hold them; returns a list of texts.
+
+    Every report keeps the convention "relative paths are relative to the CSV's folder", so it
+    can be read from anywhere (``--exclude``, a labels table); absolute and empty paths stay as
+    they are.
+    """
+    folder = Path(csv).resolve().parent
+    return [p if not p or os.path.isabs(p) else path_text(os.path.relpath(os.path.abspath(p), folder))
+            for p in map(str, paths)]

@@ -197,6 +197,21 @@ def test_cli_check(capsys, sample_data, tmp_path):
     assert len(df) == 8 and df["ok"].sum() == 7
 
 
+def test_check_report_in_another_folder_is_read_by_exclude(capsys, sample_data, tmp_path, monkeypatch):
+    """Relative paths in the report are relative to its folder, as --exclude reads them."""
+    from imgasdata.paths import path_key
+    from imgasdata.prepare.exclude import read_exclusions
+
+    shutil.copytree(sample_data["new_images"], tmp_path / "data" / "new_images")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "check", "data/new_images", "--out", "reports/check.csv")
+    assert code == 0, err
+    assert pd.read_csv(tmp_path / "reports" / "check.csv")["path"].str.startswith("../data/new_images/").all()
+    monkeypatch.chdir(tmp_path / "data")  # read from elsewhere: the report's folder anchors its paths
+    assert read_exclusions(tmp_path / "reports" / "check.csv") == {
+        path_key(tmp_path / "data" / "new_images" / "broken_download.jpg")}
+
+
 def test_cli_sample_data(capsys, tmp_path):
     out = tmp_path / "data"
     code, stdout, err = run_cli(capsys, "sample-data", "--out", out)

@@ -7,18 +7,7 @@ from pathlib import Path
 
 from ..errors import SettingsError
 from ..outputs import refuse_inside, write_csv
-from ..paths import path_text
-
-
-def _relative_to(paths, out):
-    """Relative paths (read from the working directory) rewritten relative to the folder of the CSV ``out``.
-
-    Every table keeps the convention "paths relative to the CSV's folder", so a report
-    can be read from anywhere; absolute paths stay absolute.
-    """
-    folder = Path(out).resolve().parent
-    return [p if not p or os.path.isabs(p) else path_text(os.path.relpath(os.path.abspath(p), folder))
-            for p in map(str, paths)]
+from ..paths import relative_to_csv
 
 
 def _excluded(reports, n):
@@ -44,7 +33,7 @@ def cmd_dedup(a):
             raise SettingsError("Give either PATH... or --across A B, not both")
         df = find_cross_duplicates(a.across[0], a.across[1], a.method, threshold, cache=cache, backbone=a.backbone,
                                    workers=a.workers, engine=a.engine, address=a.address)
-        write_csv(df.assign(path=_relative_to(df["path"], a.out), match=_relative_to(df["match"], a.out)), a.out)
+        write_csv(df.assign(path=relative_to_csv(df["path"], a.out), match=relative_to_csv(df["match"], a.out)), a.out)
         leaks = int((df["match"] != "").sum())
         print(f"{leaks} of {len(df)} images in {a.across[1]} have a near-duplicate in {a.across[0]} "
               f"({a.method}, threshold {threshold}); {int((df['error'] != '').sum())} unreadable")
@@ -56,7 +45,7 @@ def cmd_dedup(a):
         refuse_inside(a.copy_unique, a.paths, "--copy-unique", files_stand_for_folders=True)
     df = find_duplicates(a.paths, a.method, threshold, cache=cache, backbone=a.backbone, workers=a.workers,
                          engine=a.engine, address=a.address, keep=a.keep)
-    write_csv(df.assign(path=_relative_to(df["path"], a.out), kept=_relative_to(df["kept"], a.out)), a.out)
+    write_csv(df.assign(path=relative_to_csv(df["path"], a.out), kept=relative_to_csv(df["kept"], a.out)), a.out)
     groups = df[(df["group_size"] > 1) & (df["error"] == "")]["group"].nunique()
     print(f"{len(df)} files: {int(df['duplicate'].sum())} duplicate(s) in {groups} group(s), "
           f"{int((df['error'] != '').sum())} unreadable ({a.method}, threshold {threshold}, keeping the "
@@ -74,7 +63,7 @@ def cmd_clean(a):
     if a.keep_to:
         refuse_inside(a.keep_to, a.paths, "--keep-to", files_stand_for_folders=True)
     df = clean_images(a.paths, min_kb=a.min_kb, min_side=a.min_side, max_aspect=a.max_aspect, min_std=a.min_std)
-    write_csv(df.assign(path=_relative_to(df["path"], a.out)), a.out)
+    write_csv(df.assign(path=relative_to_csv(df["path"], a.out)), a.out)
     print(reason_counts(df).to_string())
     if a.keep_to:
         written = keep_images(df, a.keep_to, a.link, overwrite=a.overwrite, inputs=a.paths)
