@@ -8,6 +8,8 @@ Prints four tables:
 (c) coverage and mean width of each estimator's 95 % interval over 500 random gold samples of
     50, 100 and 200 images of the shifted new images (classifier trained on the clean pictures);
 (d) the time of one ``suggest`` round on a 10,000-image pool with cached features.
+(e) (only with ``--parts e``) ``imgasdata suggest --cache`` as whole processes on real image
+    files: cold (every feature computed and stored), then warm (read back from the cache).
 
 Features are computed once (efficientnet_lite0, through ``imgasdata.labelling.features.embed``)
 and kept in ``--work``/features.npz, so a second run takes about a minute.
@@ -183,6 +185,62 @@ def round_time(X, pool_size, n_labelled, n, strategies, repeats=3, seed=0):
     return pd.DataFrame(rows)
 
 
+def cache_rounds(work, data, pool_size=None, n=100, repeats=2):
+    """Seconds of whole ``imgasdata suggest POOL --labels L --n N --cache C`` processes, cold then warm.
+
+    The pool is a copy of the sample data's images (or ``pool_size`` of them, repeated under new
+    names when there are fewer; hard links where the file system allows); the labels are 20 images
+    per class of the binary task, outside the pool. Returns a table.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    from imgasdata.images import expand_inputs
+
+    work, data = Path(work), Path(data)
+    files = [Path(p) for p in expand_inputs([data])]
+    pool = work / "cache_pool"
+    shutil.rmtree(pool, ignore_errors=True)
+    pool.mkdir(parents=True)
+    if pool_size is None:
+        pool_size = len(files)
+    for i in range(pool_size):  # a flat folder of its own: the labelled images are left out by suggest
+        src = files[i % len(files)]
+        dst = pool / f"{i:05d}_{src.name}"
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    binary = sorted(Path(p) for p in expand_inputs([data / "binary"]))
+    labelled = [p for cls in ("positive", "negative") for p in [q for q in binary if q.parent.name == cls][:20]]
+    labels = work / "cache_labels.csv"
+    pd.DataFrame({"path": [str(p) for p in labelled], "label": [p.parent.name for p in labelled]}).to_csv(
+        labels, index=False)
+    cache = work / "cache_features.sqlite"
+    for f in (cache, cache.with_name(cache.name + "-wal"), cache.with_name(cache.name + "-shm")):
+        f.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "imgasdata", "suggest", str(pool), "--labels", str(labels), "--n", str(n),
+           "--out", str(work / "cache_next.csv"), "--cache", str(cache), "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def timed(args, run):
+        t = time.perf_counter()
+        done = subprocess.run(args, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t
+        if done.returncode:
+            raise RuntimeError(done.stderr)
+        return {"run": run, "seconds": round(seconds, 1), "load avg": loadavg()}
+
+    rows = [timed([sys.executable, "-m", "imgasdata", "suggest", "--help"], "start-up only (suggest --help)")]
+    rows.append(timed(cmd, "cold: empty cache, every feature computed"))
+    rows += [timed(cmd, f"warm {k + 1}: every feature from the cache") for k in range(repeats)]
+    table = pd.DataFrame(rows)
+    table.attrs.update(pool=pool_size, labelled=len(labelled),
+                       cache_mb=cache.stat().st_size / 1e6)
+    return table
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/imgasdata_bench_labelling", help="sample data and feature cache")
@@ -192,6 +250,8 @@ def main(argv=None):
     ap.add_argument("--pool-size", type=int, default=10_000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--parts", default="abcd", help="which tables to print, e.g. 'cd'")
+    ap.add_argument("--cache-pool", type=int, default=None,
+                    help="(e): pool size, the sample images repeated under new names (default: each once)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -253,6 +313,13 @@ def main(argv=None):
               f"{X.shape[1]}-d features")
         print(round_time(X, args.pool_size, 200, (100, args.pool_size),
                          ("uncertainty", "hybrid", "diverse", "random")).to_string(index=False))
+    # (e) suggest --cache as whole processes
+    if "e" in args.parts:
+        t = cache_rounds(args.work, Path(args.work) / "data", args.cache_pool)
+        print(f"\n(e) imgasdata suggest POOL --labels L --n 100 --cache C, whole processes on a pool of "
+              f"{t.attrs['pool']:,} image files ({t.attrs['labelled']} labelled apart); cache file "
+              f"{t.attrs['cache_mb']:.0f} MB")
+        print(t.to_string(index=False))
     print(f"\nload avg at end {loadavg()}")
 
 
