@@ -185,33 +185,47 @@ def round_time(X, pool_size, n_labelled, n, strategies, repeats=3, seed=0):
     return pd.DataFrame(rows)
 
 
-def cache_rounds(work, data, pool_size=None, n=100, repeats=2):
-    """Seconds of whole ``imgasdata suggest POOL --labels L --n N --cache C`` processes, cold then warm.
-
-    The pool is a copy of the sample data's images (or ``pool_size`` of them, repeated under new
-    names when there are fewer; hard links where the file system allows); the labels are 20 images
-    per class of the binary task, outside the pool. Returns a table.
-    """
+def _link_pool(files, folder, size):
+    """``folder`` holding ``size`` files: ``files`` repeated under new names (hard links where possible)."""
     import os
     import shutil
-    import subprocess
 
-    from imgasdata.images import expand_inputs
-
-    work, data = Path(work), Path(data)
-    files = [Path(p) for p in expand_inputs([data])]
-    pool = work / "cache_pool"
-    shutil.rmtree(pool, ignore_errors=True)
-    pool.mkdir(parents=True)
-    if pool_size is None:
-        pool_size = len(files)
-    for i in range(pool_size):  # a flat folder of its own: the labelled images are left out by suggest
-        src = files[i % len(files)]
-        dst = pool / f"{i:05d}_{src.name}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    made = []
+    for i in range(size):
+        src = Path(files[i % len(files)])
+        dst = folder / f"{i:05d}_{src.name.split('_', 1)[-1]}"
         try:
             os.link(src, dst)
         except OSError:
             shutil.copyfile(src, dst)
+        made.append((src, dst))
+    return made
+
+
+def cache_rounds(work, data, big=None, n=100, repeats=2, backbone="efficientnet_lite0"):
+    """Seconds of whole ``imgasdata suggest POOL --labels L --n N --cache C`` processes. Returns a table.
+
+    The pool is a copy of the sample data's images (hard links where the file system allows); the
+    labels are 20 images per class of the binary task, outside the pool. A fresh cache first (cold:
+    every feature computed and stored), then the same command again (warm). With ``big``, warm
+    rounds on a pool of ``big`` files too: the sample images repeated under new names, their cache
+    rows copied from the rows the cold run stored for the same pictures (computing them would take
+    ``big`` / 684 times the cold run).
+    """
+    import os
+    import sqlite3
+    import subprocess
+
+    from imgasdata.file_cache import HashCache, embedding_key, file_stamp
+    from imgasdata.images import expand_inputs
+    from imgasdata.paths import path_key
+
+    work, data = Path(work), Path(data)
+    files = [Path(p) for p in expand_inputs([data])]
+    pool = work / "cache_pool"
+    _link_pool(files, pool, len(files))
     binary = sorted(Path(p) for p in expand_inputs([data / "binary"]))
     labelled = [p for cls in ("positive", "negative") for p in [q for q in binary if q.parent.name == cls][:20]]
     labels = work / "cache_labels.csv"
@@ -220,24 +234,35 @@ def cache_rounds(work, data, pool_size=None, n=100, repeats=2):
     cache = work / "cache_features.sqlite"
     for f in (cache, cache.with_name(cache.name + "-wal"), cache.with_name(cache.name + "-shm")):
         f.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "imgasdata", "suggest", str(pool), "--labels", str(labels), "--n", str(n),
-           "--out", str(work / "cache_next.csv"), "--cache", str(cache), "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
-    def timed(args, run):
+    def suggest(folder):
+        return [sys.executable, "-m", "imgasdata", "suggest", str(folder), "--labels", str(labels), "--n", str(n),
+                "--out", str(work / "cache_next.csv"), "--cache", str(cache), "--device", "cpu",
+                "--backbone", backbone]
+
+    def timed(args, run, size):
         t = time.perf_counter()
         done = subprocess.run(args, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t
         if done.returncode:
             raise RuntimeError(done.stderr)
-        return {"run": run, "seconds": round(seconds, 1), "load avg": loadavg()}
+        return {"run": run, "pool": size, "seconds": round(seconds, 1), "load avg": loadavg()}
 
-    rows = [timed([sys.executable, "-m", "imgasdata", "suggest", "--help"], "start-up only (suggest --help)")]
-    rows.append(timed(cmd, "cold: empty cache, every feature computed"))
-    rows += [timed(cmd, f"warm {k + 1}: every feature from the cache") for k in range(repeats)]
+    rows = [timed([sys.executable, "-m", "imgasdata", "suggest", "--help"], "start-up only (suggest --help)", 0)]
+    rows.append(timed(suggest(pool), "cold: empty cache, every feature computed", len(files)))
+    rows += [timed(suggest(pool), f"warm {k + 1}: every feature from the cache", len(files)) for k in range(repeats)]
+    if big:
+        made = _link_pool(sorted(pool.iterdir()), work / "cache_pool_big", big)
+        with sqlite3.connect(cache) as db:
+            texts = dict(db.execute("SELECT path, hash FROM file_hashes WHERE method = ?", (embedding_key(backbone),)))
+        with HashCache(cache) as store:
+            store.put(embedding_key(backbone), [(path_key(dst), file_stamp(dst), texts[path_key(src)])
+                                                for src, dst in made])
+        rows += [timed(suggest(work / "cache_pool_big"), f"warm {k + 1}: every feature from the cache", big)
+                 for k in range(repeats)]
     table = pd.DataFrame(rows)
-    table.attrs.update(pool=pool_size, labelled=len(labelled),
-                       cache_mb=cache.stat().st_size / 1e6)
+    table.attrs.update(labelled=len(labelled), cache_mb=cache.stat().st_size / 1e6)
     return table
 
 
@@ -251,7 +276,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--parts", default="abcd", help="which tables to print, e.g. 'cd'")
     ap.add_argument("--cache-pool", type=int, default=None,
-                    help="(e): pool size, the sample images repeated under new names (default: each once)")
+                    help="(e): also warm rounds on a pool of this many files (the sample images repeated)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -316,9 +341,8 @@ def main(argv=None):
     # (e) suggest --cache as whole processes
     if "e" in args.parts:
         t = cache_rounds(args.work, Path(args.work) / "data", args.cache_pool)
-        print(f"\n(e) imgasdata suggest POOL --labels L --n 100 --cache C, whole processes on a pool of "
-              f"{t.attrs['pool']:,} image files ({t.attrs['labelled']} labelled apart); cache file "
-              f"{t.attrs['cache_mb']:.0f} MB")
+        print(f"\n(e) imgasdata suggest POOL --labels L --n 100 --cache C as whole processes, on real image "
+              f"files ({t.attrs['labelled']} labelled images apart); cache file at the end {t.attrs['cache_mb']:.0f} MB")
         print(t.to_string(index=False))
     print(f"\nload avg at end {loadavg()}")
 

@@ -136,15 +136,21 @@ def _cache_rows(cache):
     return {r[0]: r[1:] for r in rows}
 
 
+@pytest.mark.parametrize("few", [32, 0], ids=["checked-first", "through-the-model"])
 def test_suggest_with_a_cache_computes_each_image_once_and_an_edited_one_again(tiny_dir, tmp_path, capsys,
-                                                                                 monkeypatch, bad_image):
+                                                                                 monkeypatch, bad_image, few):
     from imgasdata.file_cache import text_vectors
+    from imgasdata.labelling import features
     from imgasdata.paths import path_key
+
+    # a few images the cache lacks are checked for readability first; 0: all go to the model at once
+    monkeypatch.setattr(features, "FEW", few)
 
     pool = tmp_path / "pool"
     shutil.copytree(tiny_dir / "train", pool)
     broken = bad_image("corrupt", pool / "food_drink", "zz_broken.png")
     images = sorted(p for p in pool.rglob("*.png") if p != broken)
+    tried = [] if few else [str(broken)]  # what of the unreadable image reaches the model
     labelled = images[:2] + images[-2:]
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"path": [str(p) for p in labelled], "label": [p.parent.name for p in labelled]}).to_csv(
@@ -160,13 +166,13 @@ def test_suggest_with_a_cache_computes_each_image_once_and_an_edited_one_again(t
 
     computed = _spy_on_features(monkeypatch)
     first = round_("first")
-    assert sorted(computed) == sorted(map(str, images + [broken]))
+    assert sorted(computed) == sorted([*map(str, images), *tried])
     rows = _cache_rows(cache)
     assert set(rows) == {path_key(p) for p in images}  # the unreadable image is not cached
 
     computed = _spy_on_features(monkeypatch)  # as a new process: nothing in memory
     second = round_("second")
-    assert computed == [str(broken)]  # tried again, in case it was repaired; nothing else decoded
+    assert computed == tried  # the unreadable image is tried again (in case it was repaired), nothing else
     pd.testing.assert_frame_equal(first, second)  # the same features give the same ranking
     assert second.loc[second["rank"] == "", "path"].tolist() == [str(broken)]
     assert "zz_broken.png" in second.loc[second["rank"] == "", "error"].iloc[0]
@@ -175,7 +181,7 @@ def test_suggest_with_a_cache_computes_each_image_once_and_an_edited_one_again(t
     shutil.copyfile(images[-3], edited)  # another picture under the same name
     computed = _spy_on_features(monkeypatch)
     round_("third")
-    assert sorted(computed) == sorted([str(edited), str(broken)])
+    assert sorted(computed) == sorted([str(edited), *tried])
     after = _cache_rows(cache)
     assert after[path_key(edited)] != rows[path_key(edited)]
     # the copy's features (to float precision: the batch an image is in changes the last digits)
@@ -183,6 +189,12 @@ def test_suggest_with_a_cache_computes_each_image_once_and_an_edited_one_again(t
                                atol=1e-4)
     assert {k: v for k, v in after.items() if k != path_key(edited)} == \
         {k: v for k, v in rows.items() if k != path_key(edited)}
+
+    shutil.copyfile(images[0], broken)  # repaired: its features are computed and kept from now on
+    computed = _spy_on_features(monkeypatch)
+    fourth = round_("fourth")
+    assert computed == [str(broken)] and (fourth["error"] == "").all()
+    assert path_key(broken) in _cache_rows(cache)
 
 
 def test_one_cache_serves_dedup_cnn_suggest_and_label_issues(tiny_dir, tmp_path, capsys, monkeypatch):

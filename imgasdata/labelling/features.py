@@ -30,11 +30,14 @@ def _backbone(backbone, weights):
     return build_model(backbone, 2, weights).backbone.eval(), default_preprocessing(backbone)
 
 
-#: Features already computed in this process, per image: ``(backbone, weights, file stamp) -> vector``.
+#: Features already computed in this process, per image:
+#: ``(backbone, weights, path key, file stamp) -> vector`` (stamps of :mod:`imgasdata.file_cache`).
 #: ``batches.feature_cache`` keys whole image lists; this per-image layer lets a later call on another
 #: list (the pool of the next round, a subset for label issues) reuse every image it shares.
 _per_image = {}
 MAX_IMAGES = 100_000  # about 0.5 GB of 1280-d features
+#: With a disk cache, up to this many images it does not hold are first checked for readability.
+FEW = 32
 
 
 def _remember(key, vector):
@@ -57,34 +60,40 @@ def embed(paths, backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", p
     file ``dedup --method cnn --cache`` writes, whose embeddings are these features, and so
     holds ImageNet features only: other ``weights`` with a cache raise :class:`SettingsError`.
     """
-    from ..batches import file_stamp
+    from .. import file_cache
     from ..errors import DataError, SettingsError
+    from ..paths import path_key
 
     if cache is not None and str(weights) != "imagenet":
         raise SettingsError(f"The feature cache holds ImageNet features only; leave out the cache to use the "
                             f"weights {weights}")
     paths = [str(p) for p in paths]
-    keys = [(backbone, str(weights), file_stamp(p)) for p in paths]
+    # the stamp is taken before the image is read: a file changed meanwhile is computed again next time
+    keys = [(backbone, str(weights), path_key(p), file_cache.file_stamp(p)) for p in paths]
     todo = [i for i, k in enumerate(keys) if k not in _per_image]
     errors = {}
     if todo and cache is not None:
-        from .. import file_cache
-        from ..paths import path_key
-
-        # the stamp is taken before the image is read: a file changed meanwhile is computed again next time
-        stamps = {i: (path_key(paths[i]), file_cache.file_stamp(paths[i])) for i in todo}
+        method = file_cache.embedding_key(backbone)
         with file_cache.HashCache(cache) as store:
-            known = store.get(file_cache.embedding_key(backbone), dict(stamps.values()))
+            known = store.get(method, {keys[i][2]: keys[i][3] for i in todo})
             for i in todo:
-                if stamps[i][0] in known:
-                    _remember(keys[i], file_cache.text_vectors([known[stamps[i][0]]])[0])
-            todo = [i for i in todo if stamps[i][0] not in known]
+                if keys[i][2] in known:
+                    _remember(keys[i], file_cache.text_vectors([known[keys[i][2]]])[0])
+            todo = [i for i in todo if keys[i][2] not in known]
+            if 0 < len(todo) <= FEW:
+                # a round whose only misses are a few unreadable files (tried again every time, in
+                # case they were repaired) need not load torch and the model to find that out
+                from ..images import check_images
+
+                checked = check_images([paths[i] for i in todo], progress=False)["error"]
+                errors = {i: msg for i, msg in zip(todo, checked) if msg}
+                todo = [i for i in todo if i not in errors]
             if todo:
                 def save(fresh):  # unreadable images are not stored: they are tried again next time
-                    store.put(file_cache.embedding_key(backbone),
-                              [(*stamps[i], file_cache.vector_text(v)) for i, v in fresh.items() if stamps[i][1]])
+                    store.put(method, [(keys[i][2], keys[i][3], file_cache.vector_text(v))
+                                       for i, v in fresh.items() if keys[i][3] is not None])
 
-                errors = _compute(paths, keys, todo, backbone, str(weights), device, progress, save)
+                errors.update(_compute(paths, keys, todo, backbone, str(weights), device, progress, save))
     elif todo:
         errors = _compute(paths, keys, todo, backbone, str(weights), device, progress)
     if len(errors) == len(paths):
