@@ -81,5 +81,8 @@ def vector_text(vector):
 
 
 def text_vectors(texts):
-    """Embedding texts (:func:`vector_text`) back to an ``N x D`` float32 array."""
+    """Embedding texts (:func:`vector_text`) back to an ``N x D`` float32 array (``0 x 0`` for none)."""
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
     return np.stack([np.frombuffer(base64.b64decode(t), dtype=np.float32) for t in texts])

@@ -76,9 +76,9 @@ def embed(paths, backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", p
         method = file_cache.embedding_key(backbone)
         with file_cache.HashCache(cache) as store:
             known = store.get(method, {keys[i][2]: keys[i][3] for i in todo})
-            for i in todo:
-                if keys[i][2] in known:
-                    _remember(keys[i], file_cache.text_vectors([known[keys[i][2]]])[0])
+            hits = [i for i in todo if keys[i][2] in known]
+            for i, vector in zip(hits, file_cache.text_vectors([known[keys[i][2]] for i in hits])):
+                _remember(keys[i], vector)
             todo = [i for i in todo if keys[i][2] not in known]
             if 0 < len(todo) <= FEW:
                 # a round whose only misses are a few unreadable files (tried again every time, in
