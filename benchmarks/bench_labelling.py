@@ -185,9 +185,11 @@ def round_time(X, pool_size, n_labelled, n, strategies, repeats=3, seed=0):
     return pd.DataFrame(rows)
 
 
-def _link_pool(files, folder, size):
-    """``folder`` holding ``size`` files: ``files`` repeated under new names (hard links where possible)."""
-    import os
+def _make_pool(files, folder, size):
+    """``folder`` holding ``size`` copies of ``files`` (repeated when fewer) under new names: ``[(file, copy)]``.
+
+    Copies, not hard links: a link changes the change time, so the cache stamp, of the file it links to.
+    """
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -196,10 +198,7 @@ def _link_pool(files, folder, size):
     for i in range(size):
         src = Path(files[i % len(files)])
         dst = folder / f"{i:05d}_{src.name.split('_', 1)[-1]}"
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)
+        shutil.copyfile(src, dst)
         made.append((src, dst))
     return made
 
@@ -207,12 +206,12 @@ def _link_pool(files, folder, size):
 def cache_rounds(work, data, big=None, n=100, repeats=2, backbone="efficientnet_lite0"):
     """Seconds of whole ``imgasdata suggest POOL --labels L --n N --cache C`` processes. Returns a table.
 
-    The pool is a copy of the sample data's images (hard links where the file system allows); the
-    labels are 20 images per class of the binary task, outside the pool. A fresh cache first (cold:
-    every feature computed and stored), then the same command again (warm). With ``big``, warm
-    rounds on a pool of ``big`` files too: the sample images repeated under new names, their cache
-    rows copied from the rows the cold run stored for the same pictures (computing them would take
-    ``big`` / 723 times the cold run).
+    The pool is a copy of the sample data's images; the labels are 20 images per class of the
+    binary task, outside the pool. A fresh cache first (cold: every feature computed and
+    stored), then the same command again (warm). With ``big``, warm rounds on a pool of ``big``
+    files too: copies of the pool's images under new names, their cache rows copied from the
+    rows the cold run stored for the same pictures (computing them would take ``big`` / 723
+    times the cold run).
     """
     import os
     import sqlite3
@@ -225,7 +224,7 @@ def cache_rounds(work, data, big=None, n=100, repeats=2, backbone="efficientnet_
     work, data = Path(work), Path(data)
     files = [Path(p) for p in expand_inputs([data])]
     pool = work / "cache_pool"
-    _link_pool(files, pool, len(files))
+    _make_pool(files, pool, len(files))
     binary = sorted(Path(p) for p in expand_inputs([data / "binary"]))
     labelled = [p for cls in ("positive", "negative") for p in [q for q in binary if q.parent.name == cls][:20]]
     labels = work / "cache_labels.csv"
@@ -243,7 +242,7 @@ def cache_rounds(work, data, big=None, n=100, repeats=2, backbone="efficientnet_
 
     def timed(args, run, size):
         t = time.perf_counter()
-        done = subprocess.run(args, env=env, capture_output=True, text=True)
+        done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - t
         if done.returncode:
             raise RuntimeError(done.stderr)
@@ -253,7 +252,7 @@ def cache_rounds(work, data, big=None, n=100, repeats=2, backbone="efficientnet_
     rows.append(timed(suggest(pool), "cold: empty cache, every feature computed", len(files)))
     rows += [timed(suggest(pool), f"warm {k + 1}: every feature from the cache", len(files)) for k in range(repeats)]
     if big:
-        made = _link_pool(sorted(pool.iterdir()), work / "cache_pool_big", big)
+        made = _make_pool(sorted(pool.iterdir()), work / "cache_pool_big", big)
         with sqlite3.connect(cache) as db:
             texts = dict(db.execute("SELECT path, hash FROM file_hashes WHERE method = ?", (embedding_key(backbone),)))
         with HashCache(cache) as store:
@@ -342,7 +341,8 @@ def main(argv=None):
     if "e" in args.parts:
         t = cache_rounds(args.work, Path(args.work) / "data", args.cache_pool)
         print(f"\n(e) imgasdata suggest POOL --labels L --n 100 --cache C as whole processes, on real image "
-              f"files ({t.attrs['labelled']} labelled images apart); cache file at the end {t.attrs['cache_mb']:.0f} MB")
+              f"files ({t.attrs['labelled']} labelled images apart); cache file at the end "
+              f"{t.attrs['cache_mb']:.0f} MB")
         print(t.to_string(index=False))
     print(f"\nload avg at end {loadavg()}")
 

@@ -8,9 +8,10 @@ module does the same job for 10^5 and more images of any format Pillow reads:
   and it keeps a per-file cache keyed on path, size, times and inode
   (:class:`imgasdata.file_cache.HashCache`), so a re-run on a grown folder hashes only
   the new files; ``cnn`` embeddings go in it under the key the labelling commands read
-  too, so one cache file serves ``dedup --method cnn``, ``suggest`` and ``label-issues``. Each method (:data:`METHODS`) is one record
-  owning its encoding, threshold, distance and search; hashing runs as a job of
-  :func:`imgasdata.jobs.run_job`, on this machine or a Ray cluster.
+  too, so one cache file serves ``dedup --method cnn``, ``suggest`` and ``label-issues``.
+  Each method (:data:`METHODS`) is one record owning its encoding, threshold, distance
+  and search; hashing runs as a job of :func:`imgasdata.jobs.run_job`, on this machine
+  or a Ray cluster.
 * :func:`near_pairs` finds the near-duplicate pairs among hashes. The default
   ``phash`` method keeps a pair when its pHashes are within the threshold *and*
   the dHashes of the same decodings agree too (within the threshold plus
