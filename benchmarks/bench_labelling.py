@@ -214,7 +214,6 @@ def cache_rounds(work, data, big=None, n=100, repeats=2, backbone="efficientnet_
     times the cold run).
     """
     import os
-    import sqlite3
     import subprocess
 
     from imgasdata.file_cache import HashCache, embedding_key, file_stamp
@@ -253,9 +252,9 @@ def cache_rounds(work, data, big=None, n=100, repeats=2, backbone="efficientnet_
     rows += [timed(suggest(pool), f"warm {k + 1}: every feature from the cache", len(files)) for k in range(repeats)]
     if big:
         made = _make_pool(sorted(pool.iterdir()), work / "cache_pool_big", big)
-        with sqlite3.connect(cache) as db:
-            texts = dict(db.execute("SELECT path, hash FROM file_hashes WHERE method = ?", (embedding_key(backbone),)))
-        with HashCache(cache) as store:
+        with HashCache(cache) as store:  # closed: the last connection to close folds the log into the file
+            texts = dict(store.db.execute("SELECT path, hash FROM file_hashes WHERE method = ?",
+                                          (embedding_key(backbone),)))
             store.put(embedding_key(backbone), [(path_key(dst), file_stamp(dst), texts[path_key(src)])
                                                 for src, dst in made if path_key(src) in texts])  # not unreadable
         rows += [timed(suggest(work / "cache_pool_big"), f"warm {k + 1}: every feature from the cache", big)
