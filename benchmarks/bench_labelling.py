@@ -14,6 +14,8 @@ Prints four tables:
 (c) coverage and mean width of each estimator's 95 % interval over 500 random gold samples of
     50, 100 and 200 images of the shifted new images (classifier trained on the clean pictures);
 (d) the time of one ``suggest`` round on a 10,000-image pool with cached features.
+(e) (only with ``--parts e``) ``imgasdata suggest --cache`` as whole processes on real image
+    files: cold (every feature computed and stored), then warm (read back from the cache).
 
 Features are computed once (efficientnet_lite0, through ``imgasdata.labelling.features.embed``)
 and kept in ``--work`` (features.npz, emoji.npz), so a second run only fits models.
@@ -251,6 +253,85 @@ def round_time(X, pool_size, n_labelled, n, strategies, repeats=3, seed=0):
     return pd.DataFrame(rows)
 
 
+def _make_pool(files, folder, size):
+    """``folder`` holding ``size`` copies of ``files`` (repeated when fewer) under new names: ``[(file, copy)]``.
+
+    Copies, not hard links: a link changes the change time, so the cache stamp, of the file it links to.
+    """
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    made = []
+    for i in range(size):
+        src = Path(files[i % len(files)])
+        dst = folder / f"{i:05d}_{src.name.split('_', 1)[-1]}"
+        shutil.copyfile(src, dst)
+        made.append((src, dst))
+    return made
+
+
+def cache_rounds(work, data, big=None, n=100, repeats=2, backbone="efficientnet_lite0"):
+    """Seconds of whole ``imgasdata suggest POOL --labels L --n N --cache C`` processes. Returns a table.
+
+    The pool is a copy of the sample data's images; the labels are 20 images per class of the
+    binary task, outside the pool. A fresh cache first (cold: every feature computed and
+    stored), then the same command again (warm). With ``big``, warm rounds on a pool of ``big``
+    files too: copies of the pool's images under new names, their cache rows copied from the
+    rows the cold run stored for the same pictures (computing them would take ``big`` / 723
+    times the cold run).
+    """
+    import os
+    import subprocess
+
+    from imgasdata.file_cache import HashCache, embedding_key, file_stamp
+    from imgasdata.images import expand_inputs
+    from imgasdata.paths import path_key
+
+    work, data = Path(work), Path(data)
+    files = [Path(p) for p in expand_inputs([data])]
+    pool = work / "cache_pool"
+    _make_pool(files, pool, len(files))
+    binary = sorted(Path(p) for p in expand_inputs([data / "binary"]))
+    labelled = [p for cls in ("positive", "negative") for p in [q for q in binary if q.parent.name == cls][:20]]
+    labels = work / "cache_labels.csv"
+    pd.DataFrame({"path": [str(p) for p in labelled], "label": [p.parent.name for p in labelled]}).to_csv(
+        labels, index=False)
+    cache = work / "cache_features.sqlite"
+    for f in (cache, cache.with_name(cache.name + "-wal"), cache.with_name(cache.name + "-shm")):
+        f.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def suggest(folder):
+        return [sys.executable, "-m", "imgasdata", "suggest", str(folder), "--labels", str(labels), "--n", str(n),
+                "--out", str(work / "cache_next.csv"), "--cache", str(cache), "--device", "cpu",
+                "--backbone", backbone]
+
+    def timed(args, run, size):
+        t = time.perf_counter()
+        done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - t
+        if done.returncode:
+            raise RuntimeError(done.stderr)
+        return {"run": run, "pool": size, "seconds": round(seconds, 1), "load avg": loadavg()}
+
+    rows = [timed([sys.executable, "-m", "imgasdata", "suggest", "--help"], "start-up only (suggest --help)", 0)]
+    rows.append(timed(suggest(pool), "cold: empty cache, every feature computed", len(files)))
+    rows += [timed(suggest(pool), f"warm {k + 1}: every feature from the cache", len(files)) for k in range(repeats)]
+    if big:
+        made = _make_pool(sorted(pool.iterdir()), work / "cache_pool_big", big)
+        with HashCache(cache) as store:  # closed: the last connection to close folds the log into the file
+            texts = dict(store.db.execute("SELECT path, hash FROM file_hashes WHERE method = ?",
+                                          (embedding_key(backbone),)))
+            store.put(embedding_key(backbone), [(path_key(dst), file_stamp(dst), texts[path_key(src)])
+                                                for src, dst in made if path_key(src) in texts])  # not unreadable
+        rows += [timed(suggest(work / "cache_pool_big"), f"warm {k + 1}: every feature from the cache", big)
+                 for k in range(repeats)]
+    table = pd.DataFrame(rows)
+    table.attrs.update(labelled=len(labelled), cache_mb=cache.stat().st_size / 1e6)
+    return table
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/imgasdata_bench_labelling", help="sample data and feature cache")
@@ -260,6 +341,8 @@ def main(argv=None):
     ap.add_argument("--pool-size", type=int, default=10_000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--parts", default="abcd", help="which tables to print, e.g. 'cd'")
+    ap.add_argument("--cache-pool", type=int, default=None,
+                    help="(e): also warm rounds on a pool of this many files (the sample images repeated)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -352,6 +435,13 @@ def main(argv=None):
               f"{X.shape[1]}-d features")
         print(round_time(X, args.pool_size, 200, (100, args.pool_size),
                          ("uncertainty", "hybrid", "diverse", "random")).to_string(index=False))
+    # (e) suggest --cache as whole processes
+    if "e" in args.parts:
+        t = cache_rounds(args.work, Path(args.work) / "data", args.cache_pool)
+        print(f"\n(e) imgasdata suggest POOL --labels L --n 100 --cache C as whole processes, on real image "
+              f"files ({t.attrs['labelled']} labelled images apart); cache file at the end "
+              f"{t.attrs['cache_mb']:.0f} MB")
+        print(t.to_string(index=False))
     print(f"\nload avg at end {loadavg()}")
 
 

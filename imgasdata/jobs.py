@@ -447,3 +447,16 @@ def add_resume_options(parser, default_resume):
                             help="skip the images already in --out (refused if another model or options wrote it)")
     parser.add_argument("--retry-errors", action="store_true",
                         help="when resuming, redo the images that have an error row")
+
+
+def add_cache_option(parser, default=None):
+    """``--cache``: the SQLite file of per-image hashes and features kept between runs.
+
+    One file (:class:`imgasdata.file_cache.HashCache`) serves ``dedup`` and the labelling
+    commands, which share the ``cnn`` embeddings as their features. ``default`` says, for the
+    help, where the command keeps one when none is given.
+    """
+    where = f"default: {default}" if default else "default: none, every image is decoded again"
+    parser.add_argument("--cache", metavar="FILE",
+                        help=f"SQLite file of image hashes and features reused between runs ({where}); one file "
+                             "serves dedup --method cnn, suggest and label-issues, which share the features")

@@ -106,6 +106,156 @@ def test_suggest_with_every_image_labelled_is_one_sentence(tiny_dir, tmp_path):
         suggest(tiny_dir / "val", labels, progress=False)
 
 
+# ------------------------------------------------------------------ the feature cache
+
+
+def _spy_on_features(monkeypatch):
+    """A fresh process's view (no features in memory) and the list of files whose features get computed."""
+    from imgasdata import batches
+    from imgasdata.labelling import features
+
+    monkeypatch.setattr(features, "_per_image", {})
+    computed = []
+    real = batches.extract_features
+
+    def spy(module, paths, *args, **kwargs):
+        computed.extend(map(str, paths))
+        return real(module, paths, *args, **kwargs)
+
+    monkeypatch.setattr(batches, "extract_features", spy)
+    return computed
+
+
+def _cache_rows(cache):
+    """``{path: (stamp..., features text)}`` of the labelling features in the SQLite file ``cache``."""
+    import sqlite3
+
+    with sqlite3.connect(cache) as db:
+        rows = db.execute("SELECT path, size, mtime_ns, inode, ctime_ns, hash FROM file_hashes "
+                          "WHERE method = 'cnn:efficientnet_lite0'").fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+@pytest.mark.parametrize("few", [32, 0], ids=["checked-first", "through-the-model"])
+def test_suggest_with_a_cache_computes_each_image_once_and_an_edited_one_again(tiny_dir, tmp_path, capsys,
+                                                                                 monkeypatch, bad_image, few):
+    from imgasdata.file_cache import text_vectors
+    from imgasdata.labelling import features
+    from imgasdata.paths import path_key
+
+    # a few images the cache lacks are checked for readability first; 0: all go to the model at once
+    monkeypatch.setattr(features, "FEW", few)
+
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_dir / "train", pool)
+    broken = bad_image("corrupt", pool / "food_drink", "zz_broken.png")
+    images = sorted(p for p in pool.rglob("*.png") if p != broken)
+    tried = [] if few else [str(broken)]  # what of the unreadable image reaches the model
+    labelled = images[:2] + images[-2:]
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"path": [str(p) for p in labelled], "label": [p.parent.name for p in labelled]}).to_csv(
+        labels, index=False)
+    cache = tmp_path / "cache" / "features.sqlite"
+
+    def round_(name):
+        out = tmp_path / f"{name}.csv"
+        code, _, err = run_cli(capsys, "suggest", pool, "--labels", labels, "--n", 100, "--out", out,
+                               "--device", "cpu", "--cache", cache)
+        assert code == 0, err
+        return pd.read_csv(out, keep_default_na=False)
+
+    computed = _spy_on_features(monkeypatch)
+    first = round_("first")
+    assert sorted(computed) == sorted([*map(str, images), *tried])
+    rows = _cache_rows(cache)
+    assert set(rows) == {path_key(p) for p in images}  # the unreadable image is not cached
+
+    computed = _spy_on_features(monkeypatch)  # as a new process: nothing in memory
+    second = round_("second")
+    assert computed == tried  # the unreadable image is tried again (in case it was repaired), nothing else
+    pd.testing.assert_frame_equal(first, second)  # the same features give the same ranking
+    assert second.loc[second["rank"] == "", "path"].tolist() == [str(broken)]
+    assert "zz_broken.png" in second.loc[second["rank"] == "", "error"].iloc[0]
+
+    edited = images[3]
+    shutil.copyfile(images[-3], edited)  # another picture under the same name
+    computed = _spy_on_features(monkeypatch)
+    round_("third")
+    assert sorted(computed) == sorted([str(edited), *tried])
+    after = _cache_rows(cache)
+    assert after[path_key(edited)] != rows[path_key(edited)]
+    # the copy's features (to float precision: the batch an image is in changes the last digits)
+    np.testing.assert_allclose(*text_vectors([after[path_key(edited)][-1], after[path_key(images[-3])][-1]]),
+                               atol=1e-4)
+    assert {k: v for k, v in after.items() if k != path_key(edited)} == \
+        {k: v for k, v in rows.items() if k != path_key(edited)}
+
+    shutil.copyfile(images[0], broken)  # repaired: its features are computed and kept from now on
+    computed = _spy_on_features(monkeypatch)
+    fourth = round_("fourth")
+    assert computed == [str(broken)] and (fourth["error"] == "").all()
+    assert path_key(broken) in _cache_rows(cache)
+
+
+def test_one_cache_serves_dedup_cnn_suggest_and_label_issues(tiny_dir, tmp_path, capsys, monkeypatch):
+    from imgasdata.labelling.features import embed
+    from imgasdata.prepare import dedup
+
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_dir / "train", pool)
+    images = sorted(pool.rglob("*.png"))
+    cache = tmp_path / "hashes.sqlite"
+    code, _, err = run_cli(capsys, "dedup", pool, "--method", "cnn", "--cache", cache, "--out", tmp_path / "d.csv")
+    assert code == 0, err
+    assert len(_cache_rows(cache)) == len(images)
+
+    computed = _spy_on_features(monkeypatch)
+    code, _, err = run_cli(capsys, "suggest", pool, "--n", 5, "--out", tmp_path / "next.csv", "--device", "cpu",
+                           "--cache", cache)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "label-issues", pool, "--folds", 3, "--out", tmp_path / "issues.csv",
+                           "--device", "cpu", "--cache", cache)
+    assert code == 0, err
+    assert computed == []  # every feature came from dedup's embeddings
+    cached, errors = embed(images, progress=False, cache=cache)
+    computed = _spy_on_features(monkeypatch)
+    fresh, _ = embed(images, device="cpu", progress=False)
+    assert len(computed) == len(images) and not errors
+    np.testing.assert_allclose(cached, fresh, atol=1e-4)  # they are the labelling features
+
+    # and the other way round: features suggest stored are dedup's embeddings
+    other = tmp_path / "other.sqlite"
+    _spy_on_features(monkeypatch)
+    code, _, err = run_cli(capsys, "suggest", pool, "--n", 5, "--out", tmp_path / "next2.csv", "--device", "cpu",
+                           "--cache", other)
+    assert code == 0, err
+
+    def no_model(self, threads=None):
+        raise AssertionError("dedup computed an embedding the cache holds")
+
+    monkeypatch.setattr(dedup.EmbedJob, "worker", no_model)
+    table = dedup.hash_files(images, "cnn", cache=other, progress=False)
+    np.testing.assert_allclose(dedup.CnnEmbedding.decode(table["hash"]), cached, atol=1e-4)
+
+
+def test_a_cache_inside_an_input_or_with_other_weights_is_refused_in_one_sentence(tiny_dir, tmp_path, capsys):
+    from imgasdata.errors import SettingsError
+    from imgasdata.labelling.features import embed
+
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_dir / "val", pool)
+    inside = pool / "food_drink" / "features.sqlite"
+    code, _, err = run_cli(capsys, "suggest", pool, "--out", tmp_path / "next.csv", "--cache", inside)
+    assert_one_line_error(code, err, "suggest", "--cache", "is, or is inside, the input folder")
+    code, _, err = run_cli(capsys, "label-issues", pool, "--folds", 2, "--out", tmp_path / "issues.csv",
+                           "--cache", pool / "features.sqlite")
+    assert_one_line_error(code, err, "label-issues", "--cache", "is, or is inside, the input folder")
+    assert not list(pool.rglob("*.sqlite*")) and not (tmp_path / "next.csv").exists()
+    with pytest.raises(SettingsError, match="The feature cache holds ImageNet features only"):
+        embed(sorted(pool.rglob("*.png")), weights="none", cache=tmp_path / "c.sqlite")
+    assert not (tmp_path / "c.sqlite").exists()
+
+
 # ------------------------------------------------------------------ label issues
 
 

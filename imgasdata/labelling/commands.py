@@ -31,9 +31,11 @@ def cmd_suggest(a):
     inputs = list(a.pool) + ([a.labels] if a.labels else [])
     refuse_inside(a.out, inputs)
     refuse_inside(sheet_out, inputs)
+    if a.cache:
+        refuse_inside(a.cache, inputs, "--cache")
     with _warnings_as_sentences("suggest"):
         df = suggest(a.pool, a.labels, n=a.n, strategy=a.strategy, label_column=a.label_column, seed=a.seed,
-                     backbone=a.backbone, device=a.device)
+                     backbone=a.backbone, device=a.device, cache=a.cache)
     ranked = df[df["rank"].notna()]
     write_csv(df, a.out)
     write_csv(annotator_sheet(ranked["path"], sheet_out, a.coders), sheet_out)
@@ -48,10 +50,13 @@ def cmd_label_issues(a):
     from ..outputs import refuse_inside, write_csv
     from .label_issues import label_issues
 
-    refuse_inside(a.out, [a.data] + ([a.sheet] if a.sheet else []))
+    inputs = [a.data] + ([a.sheet] if a.sheet else [])
+    refuse_inside(a.out, inputs)
+    if a.cache:
+        refuse_inside(a.cache, inputs, "--cache")
     with _warnings_as_sentences("label-issues"):
         df = label_issues(a.data, folds=a.folds, label_column=a.label_column, sheet=a.sheet, seed=a.seed,
-                          filter_by=a.filter_by, backbone=a.backbone, device=a.device)
+                          filter_by=a.filter_by, backbone=a.backbone, device=a.device, cache=a.cache)
     write_csv(df, a.out)
     flagged = df[df["is_issue"]]
     print(f"{len(flagged)} of {len(df)} labels look doubtful ({a.folds}-fold cross-validation, {a.filter_by}; "
@@ -82,6 +87,7 @@ def cmd_estimate(a):
 
 def add_commands(sub):
     """Add this chapter's subcommands to ``sub`` (an argparse subparsers object)."""
+    from ..jobs import add_cache_option
     from .label_issues import FILTERS
     from .suggest import STRATEGIES
 
@@ -99,6 +105,7 @@ def add_commands(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="pretrained CNN whose features are used")
     p.add_argument("--device", default="auto")
+    add_cache_option(p)
     p.set_defaults(func=cmd_suggest)
 
     p = sub.add_parser("label-issues", help="rank labelled images by how doubtful their label is (cleanlab)")
@@ -113,6 +120,7 @@ def add_commands(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="pretrained CNN whose features are used")
     p.add_argument("--device", default="auto")
+    add_cache_option(p)
     p.set_defaults(func=cmd_label_issues)
 
     p = sub.add_parser("estimate", help="share of each class: classify-and-count, corrected and PPI, "

@@ -160,20 +160,21 @@ def find_issues(features, labels, folds=5, seed=0, filter_by=FILTERS[0]):
 
 
 def label_issues(data, folds=5, label_column="label", sheet=None, seed=0, filter_by=FILTERS[0],
-                 backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", progress=True):
+                 backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", progress=True, cache=None):
     """Rank the labelled images of ``data`` by how much their given label is to be doubted.
 
     ``data`` is a dataset folder or a labels CSV (see :func:`read_data`). Returns a DataFrame of
     :data:`COLUMNS`, flagged images first and lowest quality first; with an annotator
     ``sheet`` (the template ``suggest`` writes, filled in, or a long ``image,annotator,...``
     sheet), a ``votes`` column lists each image's coders' labels. Unreadable images come last
-    with the reason in ``error``.
+    with the reason in ``error``. ``cache``: SQLite file of image features reused between runs
+    (and with ``dedup --method cnn``), see :func:`~imgasdata.labelling.features.embed`.
     """
     from .features import embed
 
     df = read_data(data, label_column).reset_index(drop=True)
     check_folds(df["label"], folds)  # before the features, which take a while
-    feats, errors = embed(list(df["path"]), backbone, weights, device, progress)
+    feats, errors = embed(list(df["path"]), backbone, weights, device, progress, cache)
     ok = np.array([i not in errors for i in range(len(df))])
     found = find_issues(feats[ok], df.loc[ok, "label"], folds, seed, filter_by)
     agreement = found.attrs["agreement"]

@@ -190,14 +190,15 @@ def rank(pool, labelled=None, labels=(), n=None, strategy="hybrid", seed=0):
 
 
 def suggest(pool, labels=None, n=20, strategy="hybrid", label_column="label", seed=0,
-            backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", progress=True):
+            backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", progress=True, cache=None):
     """The next ``n`` images of ``pool`` to hand-label. Returns a DataFrame of :data:`COLUMNS`.
 
     ``pool`` is image files and/or folders; ``labels`` a CSV (or table) of the images labelled
     so far (``path`` or ``image``, and ``label_column``; paths relative to the CSV's folder),
     or ``None`` for a cold start. Labelled images are left out of the ranking. ``n`` may be as
     large as the pool (a full ranking). Unreadable pool images come last, with no rank and the
-    reason in ``error``.
+    reason in ``error``. ``cache``: SQLite file of image features reused between runs (and with
+    ``dedup --method cnn``), see :func:`~imgasdata.labelling.features.embed`.
     """
     from ..images import expand_inputs
     from .features import embed
@@ -211,7 +212,7 @@ def suggest(pool, labels=None, n=20, strategy="hybrid", label_column="label", se
     paths = [p for p in expand_inputs(pool) if path_key(p) not in done]
     if not paths:
         raise DataError("Every image of the pool is labelled already (or the pool is empty)")
-    feats, errors = embed(paths + list(known["path"]), backbone, weights, device, progress)
+    feats, errors = embed(paths + list(known["path"]), backbone, weights, device, progress, cache)
     bad_labelled = [known["path"].iloc[i - len(paths)] for i in errors if i >= len(paths)]
     if bad_labelled:
         warnings.warn(f"{len(bad_labelled)} labelled image(s) could not be read and were left out, "

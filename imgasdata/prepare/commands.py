@@ -148,7 +148,7 @@ def cmd_split(a):
 
 def add_commands(sub):
     """Add this chapter's subcommands to ``sub`` (an argparse subparsers object)."""
-    from ..jobs import add_engine_options
+    from ..jobs import add_cache_option, add_engine_options
     from .dedup import KEEP_RULES, METHODS
     from .place import LINKS
 
@@ -174,8 +174,7 @@ def add_commands(sub):
                    help="copy the kept image of every group into DIR (outside the input folders)")
     p.add_argument("--link", default="copy", choices=LINKS)
     p.add_argument("--overwrite", action="store_true", help="replace other files of the same name in DIR")
-    p.add_argument("--cache", help="SQLite file of hashes reused between runs "
-                                   "(default: .imgasdata-hashes.sqlite next to --out)")
+    add_cache_option(p, default=".imgasdata-hashes.sqlite next to --out")
     p.add_argument("--no-cache", action="store_true", help="hash every file again and keep no cache")
     p.add_argument("--backbone", default="efficientnet_lite0", help="backbone of --method cnn")
     add_engine_options(p, "the hashing", local_workers="2 for the hashes, whose work is decoding; 1 for cnn")

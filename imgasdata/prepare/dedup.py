@@ -5,10 +5,13 @@ module does the same job for 10^5 and more images of any format Pillow reads:
 
 * :func:`hash_files` turns a list of paths into a table of one hash per file
   (``path, hash, error``). It is the unit of work a cluster can map over chunks,
-  and it keeps a per-file cache keyed on path, size, times and inode, so a re-run on a
-  grown folder hashes only the new files. Each method (:data:`METHODS`) is one record
-  owning its encoding, threshold, distance and search; hashing runs as a job of
-  :func:`imgasdata.jobs.run_job`, on this machine or a Ray cluster.
+  and it keeps a per-file cache keyed on path, size, times and inode
+  (:class:`imgasdata.file_cache.HashCache`), so a re-run on a grown folder hashes only
+  the new files; ``cnn`` embeddings go in it under the key the labelling commands read
+  too, so one cache file serves ``dedup --method cnn``, ``suggest`` and ``label-issues``.
+  Each method (:data:`METHODS`) is one record owning its encoding, threshold, distance
+  and search; hashing runs as a job of :func:`imgasdata.jobs.run_job`, on this machine
+  or a Ray cluster.
 * :func:`near_pairs` finds the near-duplicate pairs among hashes. The default
   ``phash`` method keeps a pair when its pHashes are within the threshold *and*
   the dHashes of the same decodings agree too (within the threshold plus
@@ -33,11 +36,9 @@ transparency on white: hashing the alpha-less pixels of a transparent PNG (what
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
 import os
-import sqlite3
 from pathlib import Path
 
 import lazy_loader as lazy
@@ -45,6 +46,7 @@ import numpy as np
 
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, SettingsError
+from ..file_cache import HashCache, embedding_key, file_stamp, text_vectors, vector_text
 from ..images import ImageLoadError, expand_inputs, load_image
 from ..jobs import Job, check_workers, engine_name, job_rows
 from ..paths import path_key, path_text
@@ -241,8 +243,9 @@ class AHash(_ImageHash):
 class CnnEmbedding(Method):
     """ImageNet embeddings of a pretrained backbone (its last layer removed); cosine similarity.
 
-    The "hash" is the embedding as base64 float32 text, so it travels from Ray workers and
-    into the cache like any other hash.
+    The "hash" is the embedding as base64 float32 text (:func:`imgasdata.file_cache.vector_text`),
+    so it travels from Ray workers and into the cache like any other hash; the cache rows are
+    the features :func:`imgasdata.labelling.features.embed` reads with ``cache``.
     """
 
     name = "cnn"
@@ -257,7 +260,7 @@ class CnnEmbedding(Method):
         return float(threshold)
 
     def cache_key(self, backbone=None):
-        return f"cnn:{backbone}"
+        return embedding_key(backbone)  # shared with the labelling commands' features
 
     def job(self, backbone=None, device="auto"):
         return EmbedJob(backbone or DEFAULT_BACKBONE, device)
@@ -265,7 +268,7 @@ class CnnEmbedding(Method):
     @staticmethod
     def decode(hashes):
         """Embedding texts to an ``N x D`` float array."""
-        return np.stack([np.frombuffer(base64.b64decode(h), dtype=np.float32) for h in hashes])
+        return text_vectors(hashes)
 
     def pairs(self, hashes, threshold, other=None):
         if not len(hashes) or (other is not None and not len(other)):
@@ -363,52 +366,8 @@ class _Embedder:
 
     def batches(self, paths):
         for batch in self.model.outputs(paths):
-            yield [[str(p), base64.b64encode(out.numpy().astype(np.float32).tobytes()).decode("ascii"), None]
+            yield [[str(p), vector_text(out.numpy()), None]
                    if out is not None else [str(p), None, error] for p, out, error in batch]
-
-
-class HashCache:
-    """A small SQLite table of hashes keyed on (method, path) and the file's stamp.
-
-    The stamp is size, modification time, inode and change time: ``cp -p``, ``rsync -a``
-    and ``unzip`` restore a replaced file's size and modification time, but not its inode
-    or change time, so a replaced file is hashed again. A second process using the same
-    cache waits up to 30 s for it (write-ahead log), as the Rekognition result store does.
-    Safe to delete at any time.
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS file_hashes (method TEXT, path TEXT, size INTEGER, "
-                        "mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER, hash TEXT, PRIMARY KEY (method, path))")
-        self.db.commit()
-
-    def get(self, method, stamps):
-        """Cached hashes for ``stamps`` (``path key -> stamp``, see :func:`file_stamp`), as ``path key -> hash``."""
-        rows = self.db.execute("SELECT path, size, mtime_ns, inode, ctime_ns, hash FROM file_hashes "
-                               "WHERE method = ?", (method,))
-        return {p: h for p, *stamp, h in rows if stamps.get(p) == tuple(stamp)}
-
-    def put(self, method, rows):
-        """Store ``(path key, stamp, hash)`` rows."""
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                [(method, p, *stamp, h) for p, stamp, h in rows])
-
-    def close(self):
-        self.db.close()
-
-
-def file_stamp(path):
-    """``(size, mtime_ns, inode, ctime_ns)`` of a file, or ``None`` when it cannot be read."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def _hash_one(hasher, path):
