@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, SettingsError
-from ..paths import path_key
+from ..paths import path_key, real_path
 
 METHODS = ("classify_and_count", "corrected", "ppi")
 COLUMNS = ["group", "class", "method", "estimate", "lower", "upper", "n_predicted", "n_gold"]
@@ -144,11 +144,12 @@ def prevalence(pred, gold_true, gold_pred, classes, level=0.95, n_boot=1000, see
 
 def _located(paths, base):
     """Keys of table paths: a relative path is taken from ``base`` (the CSV's folder) when the file
-    is there, else from the current folder (``predict`` writes paths as they were typed)."""
+    is there, else from the current folder (``predict`` writes paths as they were typed). A name
+    that is not UTF-8, spelled ``\\xNN`` in the table, is looked for as its real file."""
     keys = []
     for p in paths:
         p = str(p)
-        if not os.path.isabs(p) and base is not None and (Path(base) / p).exists():
+        if not os.path.isabs(p) and base is not None and real_path(Path(base) / p).exists():
             p = str(Path(base) / p)
         keys.append(path_key(p))
     return keys

@@ -50,6 +50,7 @@ def _remember(key, vector):
 def embed(paths, backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", progress=True, cache=None):
     """Backbone features of ``paths``. Returns ``(features, errors)``.
 
+    ``paths`` may be files or a table's path texts (:func:`imgasdata.paths.path_text`).
     ``features`` is an ``N x D`` float32 array whose rows of unreadable images are NaN;
     ``errors`` maps positions in ``paths`` to the reason an image could not be read (unreadable
     images are tried again on every call, so a repaired file is picked up).
@@ -62,12 +63,14 @@ def embed(paths, backbone=DEFAULT_BACKBONE, weights="imagenet", device="auto", p
     """
     from .. import file_cache
     from ..errors import DataError, SettingsError
-    from ..paths import path_key
+    from ..paths import path_key, real_path
 
     if cache is not None and str(weights) != "imagenet":
         raise SettingsError(f"The feature cache holds ImageNet features only; leave out the cache to use the "
                             f"weights {weights}")
-    paths = [str(p) for p in paths]
+    # a table names a file whose name is not UTF-8 by its \xNN text (pandas cannot hold the real
+    # name): real_path finds the file again
+    paths = [str(real_path(p)) for p in paths]
     # the stamp is taken before the image is read: a file changed meanwhile is computed again next time
     keys = [(backbone, str(weights), path_key(p), file_cache.file_stamp(p)) for p in paths]
     todo = [i for i, k in enumerate(keys) if k not in _per_image]

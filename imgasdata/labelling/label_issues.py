@@ -26,7 +26,7 @@ import lazy_loader as lazy
 
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, MissingFileError, SettingsError
-from ..paths import path_key, path_text
+from ..paths import path_key, path_text, real_path
 
 # pandas loads on first use: building the command line's parser reads FILTERS and must not wait ~1 s for it.
 pd = lazy.load("pandas")
@@ -78,7 +78,7 @@ def read_data(data, label_column="label"):
     if data_path is not None and not data_path.exists():
         raise MissingFileError(f"Data folder or labels CSV not found: {data}")
     df = read_labels(data, label_column)
-    missing = [p for p in df["path"] if not Path(p).is_file()]
+    missing = [p for p in df["path"] if not real_path(p).is_file()]
     if missing:
         raise MissingFileError(f"{len(missing)} image(s) listed in {data} do not exist, e.g. {missing[0]}")
     return df

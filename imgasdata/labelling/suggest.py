@@ -39,7 +39,7 @@ import numpy as np
 
 from ..backbones import DEFAULT_BACKBONE
 from ..errors import DataError, MissingFileError, SettingsError
-from ..paths import path_key, path_text
+from ..paths import path_key, path_text, real_path
 
 # pandas loads on first use: building the command line's parser must not wait ~1 s for it.
 pd = lazy.load("pandas")
@@ -205,7 +205,7 @@ def suggest(pool, labels=None, n=20, strategy="hybrid", label_column="label", se
     from .tables import read_labels
 
     known = read_labels(labels, label_column) if labels is not None else pd.DataFrame(columns=["path", "label"])
-    missing = [p for p in known["path"] if not Path(p).is_file()]
+    missing = [p for p in known["path"] if not real_path(p).is_file()]
     if missing:
         raise MissingFileError(f"{len(missing)} labelled image(s) do not exist, e.g. {missing[0]}")
     done = {path_key(p) for p in known["path"]}
