@@ -1,6 +1,6 @@
 """Labelling well (issue 17): suggest vs random, label-issues on planted noise, prevalence intervals.
 
-Prints four tables:
+Prints five tables:
 
 (a) learning curves: mean test F1 after each labelling round with every ``suggest`` strategy,
     and the labels each needs to reach random choice's final F1 (mean over seeds), on three
