@@ -39,66 +39,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import loadavg, machine_header  # noqa: E402
 
 
-def load_features(work, n_new):
-    """Features, labels and groups of the sample data's binary, multiclass and new images (cached in ``work``)."""
-    from imgasdata.sample_data import TRUTH_CSV, build_sample_data
-
+def cached_features(work, name, rows):
+    """Features and table of the images listed by ``rows()`` (dicts with a ``path``), computed once
+    and kept in ``work`` as NAME.npz and NAME.csv."""
     work = Path(work)
-    cache = work / "features.npz"
-    if cache.is_file():
-        z = np.load(cache, allow_pickle=False)
-        tables = pd.read_csv(work / "features.csv", keep_default_na=False)
-        return z["X"], tables
+    if (work / f"{name}.npz").is_file():
+        return np.load(work / f"{name}.npz", allow_pickle=False)["X"], pd.read_csv(work / f"{name}.csv",
+                                                                                  keep_default_na=False)
     from imgasdata.labelling.features import embed
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        paths = build_sample_data(work / "data", n_new=n_new)
-    rows = []
-    for task in ("binary", "multiclass"):
-        for f in sorted(paths[task].rglob("*.png")):
-            rows.append({"path": str(f), "task": task, "label": f.parent.name, "split": f.parent.parent.name,
-                         "style": "original"})
-    truth = pd.read_csv(work / "data" / TRUTH_CSV)
-    for r in truth.itertuples():
-        rows.append({"path": str(paths["new_images"] / r.filename), "task": "new", "label": r.label,
-                     "split": "new", "style": r.style})
-    tables = pd.DataFrame(rows)
+    tables = pd.DataFrame(rows())
     t = time.perf_counter()
     X, errors = embed(list(tables["path"]), progress=True)
     print(f"features of {len(tables)} images in {time.perf_counter() - t:.0f} s")
     assert not errors, errors
-    np.savez(cache, X=X)
-    tables.to_csv(work / "features.csv", index=False)
+    np.savez(work / f"{name}.npz", X=X)
+    tables.to_csv(work / f"{name}.csv", index=False)
     return X, tables
+
+
+def load_features(work, n_new):
+    """Features, labels and groups of the sample data's binary, multiclass and new images (cached in ``work``)."""
+    def rows():
+        from imgasdata.sample_data import TRUTH_CSV, build_sample_data
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            paths = build_sample_data(Path(work) / "data", n_new=n_new)
+        out = [{"path": str(f), "task": task, "label": f.parent.name, "split": f.parent.parent.name,
+                "style": "original"} for task in ("binary", "multiclass") for f in sorted(paths[task].rglob("*.png"))]
+        truth = pd.read_csv(Path(work) / "data" / TRUTH_CSV)
+        return out + [{"path": str(paths["new_images"] / r.filename), "task": "new", "label": r.label,
+                       "split": "new", "style": r.style} for r in truth.itertuples()]
+
+    return cached_features(work, "features", rows)
 
 
 def load_emoji_features(work):
     """Features and labels of every emoji of the binary task's two populations and of six Unicode
     categories (80 each), straight from the Twemoji files (cached in ``work``)."""
-    from imgasdata import sample_data
-    from imgasdata.labelling.features import embed
+    def rows():
+        from imgasdata import sample_data
 
-    work = Path(work)
-    cache = work / "emoji.npz"
-    if cache.is_file():
-        return np.load(cache, allow_pickle=False)["X"], pd.read_csv(work / "emoji.csv", keep_default_na=False)
-    table = sample_data._emoji_table()
-    religion, flags, negatives = sample_data._binary_pools(table)
-    rows = [{"path": str(r["asset"]), "task": "population", "label": "positive"} for r in religion + flags]
-    rows += [{"path": str(r["asset"]), "task": "population", "label": "negative"} for r in negatives]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        categories = sample_data.build_unicode_categories(work / "unicode", n_per_group=80)
-    rows += [{"path": str(f), "task": "unicode", "label": f.parent.name} for f in sorted(categories.rglob("*.png"))]
-    tables = pd.DataFrame(rows)
-    t = time.perf_counter()
-    X, errors = embed(list(tables["path"]), progress=True)
-    print(f"features of {len(tables)} emoji in {time.perf_counter() - t:.0f} s")
-    assert not errors, errors
-    np.savez(cache, X=X)
-    tables.to_csv(work / "emoji.csv", index=False)
-    return X, tables
+        religion, flags, negatives = sample_data._binary_pools(sample_data._emoji_table())
+        out = [{"path": str(r["asset"]), "task": "population", "label": "positive"} for r in religion + flags]
+        out += [{"path": str(r["asset"]), "task": "population", "label": "negative"} for r in negatives]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            categories = sample_data.build_unicode_categories(Path(work) / "unicode", n_per_group=80)
+        return out + [{"path": str(f), "task": "unicode", "label": f.parent.name}
+                      for f in sorted(categories.rglob("*.png"))]
+
+    return cached_features(work, "emoji", rows)
 
 
 def f1(y_true, y_pred, classes):
